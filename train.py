@@ -1,0 +1,30 @@
+"""Train a usgm model: `python train.py [experiment=NAME] [key=value ...]`.
+
+Examples:
+    python train.py                                  # default experiment on the generated data
+    python train.py experiment=libri3mix_gm data.root=/data/Libri3Mix
+    python train.py -m experiment=libri2mix_ss_only,libri2mix_mtl,libri2mix_gm seed=1,2,3
+    python train.py experiment=libri2mix_gm debug=smoke
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from usgm.training.factory import register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from usgm.training.pipeline import train
+
+    metrics = train(cfg)
+    # Returned for Hydra sweepers that optimise a value.
+    return metrics.get("test/si_snri", metrics.get("val/si_snri"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Small signal-processing helpers of the generator (numpy/scipy, float64 internally).
+
+Resampling uses scipy's polyphase resampler rather than torchaudio so the worker processes never
+import torch (about 1–2 s per process here); both are windowed-sinc designs.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+from scipy.fft import next_fast_len
+from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Polyphase resampling of a (T,) signal from ``sr_in`` to ``sr_out`` Hz."""
+    if sr_in == sr_out:
+        return np.asarray(x, dtype=np.float64)
+    ratio = Fraction(sr_out, sr_in)
+    return resample_poly(np.asarray(x, dtype=np.float64), ratio.numerator, ratio.denominator)
+
+
+def biquad(kind: str, f0: float, sr: int, q: float = 0.707, gain_db: float = 0.0) -> np.ndarray:
+    """One RBJ-cookbook biquad as a (1, 6) sos row.
+
+    Args:
+        kind: ``lowshelf``, ``highshelf``, ``peak``, ``highpass`` or ``lowpass``.
+        f0: corner/centre frequency in Hz (clamped below Nyquist).
+        sr: sample rate.
+        q: quality factor (shelf slope for shelves).
+        gain_db: gain of shelves and peaks.
+    """
+    f0 = min(f0, 0.45 * sr)
+    w0 = 2 * math.pi * f0 / sr
+    cw, sw = math.cos(w0), math.sin(w0)
+    alpha = sw / (2 * q)
+    a = 10 ** (gain_db / 40)
+    if kind == "peak":
+        b = [1 + alpha * a, -2 * cw, 1 - alpha * a]
+        den = [1 + alpha / a, -2 * cw, 1 - alpha / a]
+    elif kind in ("lowshelf", "highshelf"):
+        s = 2 * math.sqrt(a) * alpha
+        sign = 1 if kind == "lowshelf" else -1
+        b = [
+            a * ((a + 1) - sign * (a - 1) * cw + s),
+            sign * 2 * a * ((a - 1) - sign * (a + 1) * cw),
+            a * ((a + 1) - sign * (a - 1) * cw - s),
+        ]
+        den = [
+            (a + 1) + sign * (a - 1) * cw + s,
+            -sign * 2 * ((a - 1) + sign * (a + 1) * cw),
+            (a + 1) + sign * (a - 1) * cw - s,
+        ]
+    elif kind == "highpass":
+        b = [(1 + cw) / 2, -(1 + cw), (1 + cw) / 2]
+        den = [1 + alpha, -2 * cw, 1 - alpha]
+    elif kind == "lowpass":
+        b = [(1 - cw) / 2, 1 - cw, (1 - cw) / 2]
+        den = [1 + alpha, -2 * cw, 1 - alpha]
+    else:
+        raise ValueError(f"unknown biquad kind {kind!r}")
+    return np.array([[*(v / den[0] for v in b), 1.0, den[1] / den[0], den[2] / den[0]]])
+
+
+def random_eq(x: np.ndarray, sr: int, rng: np.random.Generator, max_db: float) -> np.ndarray:
+    """Mild random colouring: a gentle high-pass, low/high shelves and one peak within ±max_db.
+
+    Stands in for different microphones and rooms. ``max_db == 0`` returns ``x`` unchanged.
+    """
+    if max_db <= 0:
+        return x
+    sos = np.concatenate(
+        [
+            biquad("highpass", rng.uniform(40, 130), sr, q=0.6),
+            biquad("lowshelf", rng.uniform(150, 500), sr, gain_db=rng.uniform(-max_db, max_db)),
+            biquad("highshelf", rng.uniform(1800, 3400), sr, gain_db=rng.uniform(-max_db, max_db)),
+            biquad("peak", rng.uniform(400, 2500), sr, q=rng.uniform(0.7, 2.0),
+                   gain_db=rng.uniform(-max_db, max_db)),
+        ]
+    )  # fmt: skip
+    return sosfilt(sos, x)
+
+
+def lowpass(x: np.ndarray, sr: int, cutoff: float, order: int = 4) -> np.ndarray:
+    """Butterworth low-pass (cutoff clamped below Nyquist)."""
+    sos = butter(order, min(cutoff, 0.45 * sr), btype="low", fs=sr, output="sos")
+    return sosfilt(sos, x)
+
+
+def coloured_noise(rng: np.random.Generator, n: int, sr: int, slope_db: float) -> np.ndarray:
+    """Gaussian noise with a power spectrum falling ``slope_db`` dB per octave, unit RMS.
+
+    ``slope_db`` 0 is white, 3 pink, 6 brown. Frequencies below 30 Hz are removed.
+    """
+    if n == 0:
+        return np.zeros(0)
+    m = next_fast_len(n, real=True)  # odd or prime lengths make the FFT slow
+    spec = np.fft.rfft(rng.standard_normal(m))
+    f = np.fft.rfftfreq(m, 1 / sr)
+    shape = np.zeros_like(f)
+    keep = f >= 30
+    shape[keep] = (f[keep] / 1000.0) ** (-slope_db / (20 * math.log10(2)))
+    y = np.fft.irfft(spec * shape, m)[:n]
+    rms = np.sqrt(np.mean(y**2))
+    return y / rms if rms > 0 else y
+
+
+def synthetic_rir(rng: np.random.Generator, sr: int, rt60: float, drr_db: float) -> np.ndarray:
+    """A simple room impulse response: direct path plus exponentially decaying noise.
+
+    Args:
+        rng: random generator.
+        sr: sample rate.
+        rt60: reverberation time (s), the −60 dB decay time of the tail.
+        drr_db: direct-to-reverberant energy ratio in dB (negative: distant talker).
+
+    Returns:
+        (L,) response with L = 1.2·rt60 seconds, direct path at index 0.
+    """
+    n = max(int(1.2 * rt60 * sr), 2)
+    t = np.arange(n) / sr
+    tail = rng.standard_normal(n) * np.exp(-6.9078 * t / rt60)  # ln(1000) → −60 dB at rt60
+    # Early reflections build up over the first few ms rather than starting at full level.
+    tail *= 1.0 - np.exp(-t / 0.004)
+    tail[0] = 0.0
+    e_tail = np.sum(tail**2)
+    tail *= math.sqrt(10 ** (-drr_db / 10) / e_tail) if e_tail > 0 else 0.0
+    tail[0] = 1.0
+    return tail
+
+
+def reverberate(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """Convolve with a room response, keeping the input length."""
+    return fftconvolve(x, rir)[: len(x)]
+
+
+def trim_silence(
+    x: np.ndarray, sr: int, rng: np.random.Generator, pad_s: tuple[float, float] = (0.05, 0.25)
+) -> np.ndarray:
+    """Cut leading/trailing near-silence, keeping a random margin of ``pad_s`` seconds each side."""
+    peak = np.max(np.abs(x)) if x.size else 0.0
+    if peak == 0:
+        return x
+    active = np.flatnonzero(np.abs(x) > 0.01 * peak)
+    start = max(active[0] - int(rng.uniform(*pad_s) * sr), 0)
+    stop = min(active[-1] + 1 + int(rng.uniform(*pad_s) * sr), len(x))
+    return x[start:stop]
+
+
+def active_rms(x: np.ndarray, sr: int, frame_s: float = 0.02) -> float:
+    """RMS over the frames within 40 dB of the loudest frame (speech level without the pauses)."""
+    frame = max(int(frame_s * sr), 1)
+    n = len(x) // frame
+    if n == 0:
+        return float(np.sqrt(np.mean(x**2))) if x.size else 0.0
+    power = np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1)
+    loud = power[power > power.max() * 1e-4]
+    return float(np.sqrt(loud.mean())) if loud.size else 0.0
+
+
+def smooth_envelope(
+    rng: np.random.Generator, n: int, sr: int, depth_db: float, period_s: tuple[float, float]
+) -> np.ndarray:
+    """Slowly varying gain (linear) with excursions of ±``depth_db`` every ``period_s`` seconds."""
+    if n == 0 or depth_db <= 0:
+        return np.ones(n)
+    knots = [0.0]
+    while knots[-1] < n / sr:
+        knots.append(knots[-1] + rng.uniform(*period_s))
+    values = rng.uniform(-depth_db, depth_db, len(knots))
+    t = np.arange(n) / sr
+    # Raised-cosine interpolation between knots: smooth, no overshoot.
+    idx = np.clip(np.searchsorted(knots, t, side="right") - 1, 0, len(knots) - 2)
+    k0, k1 = np.asarray(knots)[idx], np.asarray(knots)[idx + 1]
+    frac = (t - k0) / (k1 - k0)
+    w = 0.5 - 0.5 * np.cos(math.pi * frac)
+    db = values[idx] * (1 - w) + values[idx + 1] * w
+    return 10 ** (db / 20)

@@ -1,0 +1,99 @@
+"""Options of the default-corpus generator, one plain dataclass passed to every stage.
+
+Every field is plain data (numbers, strings, tuples, None) so the options pickle into the worker
+processes and are recorded as JSON in the dataset's ``DONE`` marker. New realism options (reverb,
+F0 jitter, more noise types …) are added here as fields whose defaults keep today's output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from usgm.data.errors import DataError
+
+SPLITS = ("train", "dev", "test")
+# Folder names of the LibriMix layout for each generated split.
+SPLIT_DIRS = {"train": "train-360", "dev": "dev", "test": "test"}
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    """Knobs of the synthetic corpus (defaults: the documented default dataset).
+
+    Attributes:
+        mode: ``"min"`` (cut to the shortest source, LibriMix default) or ``"max"`` (zero-pad).
+        speech_lufs: loudness range of each speaker (LibriMix: −33 … −25 LUFS).
+        noise_lufs: loudness range of the noise (LibriMix: −38 … −30 LUFS).
+        max_peak: joint peak limit of all signals and the mixture (LibriMix: 0.9).
+        utterance_s: range of the targeted speech duration of one utterance, seconds.
+        speakers: speakers per pool, in the order (train, dev, test, babble). Pools are disjoint.
+        english_fraction: share of speakers whose base voice is an English accent; the others
+            use another eSpeak language and mostly read text in that language.
+        klatt_fraction: share of speakers on eSpeak's Klatt synthesiser instead of the default.
+        room_tone_db: range (dB relative to the speech RMS) of a low coloured noise floor under
+            each utterance, so speech never sits in exact digital silence; None disables it.
+        eq_db: largest gain (±dB) of the random per-utterance shelving/peaking EQ; 0 disables.
+        babble_bank: distant-talker recordings synthesised per shard for the babble noise.
+        babble_talkers: (min, max) simultaneous talkers in one babble noise.
+        shard_size: mixtures per worker process. Part of the output's identity: the same seed
+            and shard size give the same files whatever the number of workers.
+    """
+
+    mode: str = "min"
+    speech_lufs: tuple[float, float] = (-33.0, -25.0)
+    noise_lufs: tuple[float, float] = (-38.0, -30.0)
+    max_peak: float = 0.9
+    utterance_s: tuple[float, float] = (3.0, 6.0)
+    speakers: tuple[int, int, int, int] = (200, 40, 40, 60)
+    english_fraction: float = 0.7
+    klatt_fraction: float = 0.1
+    room_tone_db: tuple[float, float] | None = (-60.0, -45.0)
+    eq_db: float = 3.0
+    babble_bank: int = 24
+    babble_talkers: tuple[int, int] = (3, 7)
+    shard_size: int = 100
+
+    def __post_init__(self) -> None:
+        def bad(key: str, why: str) -> DataError:
+            return DataError(f"synth option {key!r}: {why}")
+
+        if self.mode not in ("min", "max"):
+            raise bad("mode", f"must be 'min' or 'max', got {self.mode!r}")
+        for key in ("speech_lufs", "noise_lufs", "utterance_s"):
+            lo, hi = getattr(self, key)
+            if not lo <= hi:
+                raise bad(key, f"needs low <= high, got {(lo, hi)}")
+        if self.utterance_s[0] <= 0.5:
+            raise bad("utterance_s", "utterances must be longer than 0.5 s")
+        if not 0 < self.max_peak < 1:
+            raise bad("max_peak", f"must be in (0, 1), got {self.max_peak}")
+        if len(self.speakers) != 4 or min(self.speakers) < 1 or max(self.speakers) > 9999:
+            raise bad("speakers", f"needs 4 pool sizes in 1..9999, got {self.speakers}")
+        if self.speakers[3] < 5:
+            raise bad("speakers", "the babble pool needs at least 5 speakers")
+        for key in ("english_fraction", "klatt_fraction"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise bad(key, "must be in [0, 1]")
+        if self.babble_bank < 1 or not 1 <= self.babble_talkers[0] <= self.babble_talkers[1]:
+            raise bad("babble_talkers", "needs 1 <= min <= max and babble_bank >= 1")
+        if self.shard_size < 1:
+            raise bad("shard_size", "must be >= 1")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> SynthOptions:
+        """Build options from keyword arguments, naming any unknown key in a DataError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise DataError(
+                f"unknown synth option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+            )
+        # JSON round trips turn tuples into lists: normalise back.
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+        return cls(**fixed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every field."""
+        return dataclasses.asdict(self)

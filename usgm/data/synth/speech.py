@@ -1,0 +1,58 @@
+"""One speaker utterance: random text → eSpeak → trim → resample → mild EQ → room tone."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from usgm.data.synth import dsp
+from usgm.data.synth.espeak import Espeak
+from usgm.data.synth.options import SynthOptions
+from usgm.data.synth.text import make_sentence, words_per_second
+from usgm.data.synth.voices import Speaker
+
+_FADE_S = 0.02
+
+
+def render_utterance(
+    tts: Espeak, spk: Speaker, rng: np.random.Generator, sr: int, options: SynthOptions
+) -> np.ndarray:
+    """Synthesise one utterance of ``spk`` of roughly ``options.utterance_s`` seconds.
+
+    Per utterance the speaking rate (±7 %), eSpeak's pitch (±10 steps around the voice's own) and
+    intonation range vary; text length follows the drawn duration. Utterances running more than
+    15 % over the longest duration are cut with a short fade.
+
+    Args:
+        tts: the process's synthesiser.
+        spk: the speaker.
+        rng: random generator (the mixture's).
+        sr: output sample rate.
+        options: generator options.
+
+    Returns:
+        (T,) float64 at ``sr``, peak well below 1 (the mixer sets the level).
+    """
+    target_s = rng.uniform(*options.utterance_s)
+    rate = spk.rate * rng.uniform(0.93, 1.07)
+    n_words = max(2, round(target_s * words_per_second(rate)))
+    text = make_sentence(rng, n_words, spk.text_language)
+    raw = tts.synth(
+        text,
+        spk.voice_name,
+        rate=round(rate),
+        pitch=int(rng.integers(40, 61)),
+        pitch_range=int(rng.integers(35, 80)),
+        seed=int(rng.integers(2**31)),
+    )
+    x = dsp.trim_silence(raw.astype(np.float64) / 32768.0, tts.sample_rate, rng)
+    x = dsp.resample(x, tts.sample_rate, sr)
+    limit = int(1.15 * options.utterance_s[1] * sr)
+    if len(x) > limit:
+        x = x[:limit]
+        fade = int(_FADE_S * sr)
+        x[-fade:] *= np.linspace(1.0, 0.0, fade)
+    x = dsp.random_eq(x, sr, rng, options.eq_db)
+    if options.room_tone_db is not None:
+        level = dsp.active_rms(x, sr) * 10 ** (rng.uniform(*options.room_tone_db) / 20)
+        x = x + level * dsp.coloured_noise(rng, len(x), sr, slope_db=rng.uniform(2, 6))
+    return x

@@ -1,0 +1,348 @@
+"""Separation of recordings of any length, rate and channel count (``usgm-separate``).
+
+Long inputs are cut into overlapping windows. Each window is separated on its own; its outputs are
+put in the speaker order of the previous window by the permutation that best matches the two over
+the shared overlap (least squares, i.e. the largest summed inner product), then cross-faded with a
+raised-cosine ramp. Input is read and output written block by block with soundfile, so memory is
+bounded by the window length whatever the file length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import Tensor, nn
+
+from usgm.evaluation.export import ModelFileError, load_model
+
+DEFAULT_WINDOW_S = 30.0
+DEFAULT_OVERLAP_S = 3.0
+
+
+class AudioInputError(ValueError):
+    """An input recording that cannot be separated; the message names the file."""
+
+
+# ----------------------------------------------------------------------------- stitching
+def best_permutation(prev: Tensor, cur: Tensor) -> Tensor:
+    """Speaker order of ``cur`` that best continues ``prev`` over a shared region.
+
+    Args:
+        prev: previous window's outputs over the overlap, (C, n).
+        cur: current window's outputs over the same samples, (C, n).
+
+    Returns:
+        ``perm`` (C,) long such that ``cur[perm]`` is in ``prev``'s order (minimum ‖prev − cur[perm]‖²).
+    """
+    n_src = prev.shape[0]
+    prev64, cur64 = prev.to(torch.float64), cur.to(torch.float64)
+    inner = prev64 @ cur64.T  # (C_prev, C_cur)
+    best, best_score = None, -math.inf
+    for p in itertools.permutations(range(n_src)):
+        score = float(sum(inner[c, p[c]] for c in range(n_src)))
+        if score > best_score:
+            best, best_score = p, score
+    return torch.tensor(best, dtype=torch.long)
+
+
+def _fade_in(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    t = (torch.arange(n, dtype=torch.float64, device=device) + 0.5) / n
+    return (0.5 - 0.5 * torch.cos(math.pi * t)).to(dtype)  # 0 → 1; fade_out = 1 − fade_in
+
+
+class OverlapStitcher:
+    """Joins window outputs that overlap by ``overlap`` samples into one continuous stream.
+
+    Feed each window's separated outputs (C, n) in order with :meth:`push`; it returns the samples
+    that are final (everything but the overlap kept for the next window).
+
+    Args:
+        overlap: samples shared by consecutive windows (> 0).
+    """
+
+    def __init__(self, overlap: int) -> None:
+        if overlap <= 0:
+            raise ValueError(f"overlap must be > 0 samples, got {overlap}")
+        self.overlap = overlap
+        self._tail: Tensor | None = None
+
+    def push(self, est: Tensor, final: bool) -> Tensor:
+        """Aligns, cross-fades and returns the finished part of ``est`` (C, n) → (C, m)."""
+        if self._tail is not None:
+            ov = self._tail.shape[-1]
+            est = est[best_permutation(self._tail, est[:, :ov])].clone()
+            w = _fade_in(ov, est.dtype, est.device)
+            est[:, :ov] = self._tail * (1 - w) + est[:, :ov] * w
+        if final:
+            self._tail = None
+            return est
+        if est.shape[-1] <= self.overlap:
+            raise ValueError("a non-final window must be longer than the overlap")
+        self._tail = est[:, -self.overlap :]
+        return est[:, : -self.overlap]
+
+
+def iter_windows(read: Callable[[int], Tensor], window: int, hop: int) -> Iterator[tuple[Tensor, bool]]:
+    """Yields overlapping windows (n,) from a block reader, each with a ``final`` flag.
+
+    Consecutive windows share ``window − hop`` samples; a new window is only started after a full
+    one, so every window after the first is at least as long as the overlap.
+
+    Args:
+        read: ``read(k)`` returns the next ≤ k samples (fewer only at the end), shape (≤k,).
+        window: window length in samples.
+        hop: window step in samples (< window).
+    """
+    buf = read(window)
+    while True:
+        more = read(hop) if buf.shape[-1] == window else buf[:0]
+        final = more.shape[-1] == 0
+        yield buf, final
+        if final:
+            return
+        buf = torch.cat([buf[hop:], more])
+
+
+def separate_in_windows(
+    separate: Callable[[Tensor], Tensor], mix: Tensor, window: int, overlap: int
+) -> Tensor:
+    """In-memory windowed separation (e.g. evaluation of utterances too long for one pass).
+
+    Args:
+        separate: window (n,) → estimates (C, n).
+        mix: mixture (T,).
+        window: window length in samples; ``mix`` no longer than it is separated in one call.
+        overlap: overlap in samples (< window).
+
+    Returns:
+        Estimates (C, T), speaker order consistent along the whole signal.
+    """
+    if mix.shape[-1] <= window:
+        return separate(mix)
+    pos = 0
+
+    def read(k: int) -> Tensor:
+        nonlocal pos
+        out = mix[pos : pos + k]
+        pos += out.shape[-1]
+        return out
+
+    stitcher = OverlapStitcher(overlap)
+    parts = [stitcher.push(separate(w), final) for w, final in iter_windows(read, window, window - overlap)]
+    return torch.cat(parts, dim=-1)
+
+
+# ----------------------------------------------------------------------------- model wrapper
+def model_separator(
+    model: nn.Module, model_rate: int, input_rate: int, device: torch.device | str = "cpu"
+) -> Callable[[Tensor], Tensor]:
+    """Wraps a separator as ``fn(x (n,) at input_rate) -> (C, n)`` at the input rate.
+
+    Resamples to the model's rate and back with ``torchaudio.functional.resample``.
+    """
+    import torchaudio.functional as AF
+
+    device = torch.device(device)
+
+    @torch.inference_mode()
+    def fn(x: Tensor) -> Tensor:
+        n = x.shape[-1]
+        y = x.to(device, torch.float32)
+        if input_rate != model_rate:
+            y = AF.resample(y, input_rate, model_rate)
+        est = model(y[None]).est[0].float()
+        if input_rate != model_rate:
+            est = AF.resample(est, model_rate, input_rate)
+        if est.shape[-1] >= n:
+            est = est[..., :n]
+        else:
+            est = torch.nn.functional.pad(est, (0, n - est.shape[-1]))
+        return est.cpu()
+
+    return fn
+
+
+# ----------------------------------------------------------------------------- files
+def _audio_suffixes() -> set[str]:
+    sufs = {"." + f.lower() for f in sf.available_formats()}
+    return sufs | {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".caf"}
+
+
+def collect_inputs(inputs: list[str]) -> list[Path]:
+    """Files and folders (their audio files, not recursive, sorted) → list of files.
+
+    Raises:
+        AudioInputError: a path does not exist, a folder holds no audio, or two inputs would
+            write the same output names.
+    """
+    files: list[Path] = []
+    sufs = _audio_suffixes()
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in sufs)
+            if not found:
+                raise AudioInputError(f"{p}: folder contains no audio files")
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise AudioInputError(f"{p}: no such file or folder")
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems and stems[f.stem].resolve() != f.resolve():
+            raise AudioInputError(f"{f} and {stems[f.stem]} would write the same output names")
+        stems[f.stem] = f
+    return list(dict.fromkeys(files))
+
+
+def check_audio(path: Path) -> sf._SoundFileInfo:
+    """Opens the header of ``path``.
+
+    Raises:
+        AudioInputError: unreadable/unknown format or no samples.
+    """
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AudioInputError(f"{path}: cannot read audio ({msg})") from err
+    if info.frames <= 0:
+        raise AudioInputError(f"{path}: empty audio file (0 samples)")
+    return info
+
+
+def separate_file(
+    path: Path,
+    out_dir: Path,
+    separate: Callable[[Tensor], Tensor],
+    n_src: int,
+    sample_rate: int,
+    window_s: float = DEFAULT_WINDOW_S,
+    overlap_s: float = DEFAULT_OVERLAP_S,
+    subtype: str = "FLOAT",
+) -> list[Path]:
+    """Streams ``path`` through ``separate`` and writes ``out_dir/<stem>_s{k}.wav``.
+
+    Outputs are written to temporary names in ``out_dir`` and renamed when complete; on any error
+    they are deleted, so no half-written file is left behind.
+
+    Args:
+        path: input audio (any soundfile format, rate and channel count).
+        out_dir: output folder (created).
+        separate: window (n,) at the file's rate → (C, n), e.g. :func:`model_separator`.
+        n_src: number of outputs C.
+        sample_rate: the file's rate (outputs keep it).
+        window_s: window length in seconds.
+        overlap_s: overlap of consecutive windows in seconds.
+        subtype: soundfile subtype of the outputs (FLOAT keeps any level without clipping).
+
+    Returns:
+        The written files, s1 … sC.
+    """
+    window = max(1, round(window_s * sample_rate))
+    overlap = max(1, round(overlap_s * sample_rate))
+    if overlap >= window:
+        raise ValueError(f"--overlap ({overlap_s} s) must be shorter than --window ({window_s} s)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    finals = [out_dir / f"{path.stem}_s{k + 1}.wav" for k in range(n_src)]
+    temps: list[Path] = []
+    writers: list[sf.SoundFile] = []
+    try:
+        for f in finals:
+            fd, tmp = tempfile.mkstemp(prefix=f".{f.stem}.", suffix=".partial.wav", dir=out_dir)
+            os.close(fd)
+            temps.append(Path(tmp))
+            writers.append(
+                sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=1, format="WAV", subtype=subtype)
+            )
+        with sf.SoundFile(str(path)) as src:
+
+            def read(k: int) -> Tensor:
+                block = src.read(k, dtype="float32", always_2d=True)
+                return torch.from_numpy(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0])
+
+            stitcher = OverlapStitcher(overlap)
+            for win, final in iter_windows(read, window, window - overlap):
+                done = stitcher.push(separate(win), final).numpy()
+                for w, chan in zip(writers, done):
+                    w.write(np.ascontiguousarray(chan, dtype=np.float32))
+        for w in writers:
+            w.close()
+        for tmp, f in zip(temps, finals):
+            os.replace(tmp, f)
+    except BaseException:
+        for w in writers:
+            if not w.closed:
+                w.close()
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise
+    return finals
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``usgm-separate MODEL INPUT [INPUT ...] --out DIR [--device cpu|cuda]``."""
+    parser = argparse.ArgumentParser(
+        prog="usgm-separate",
+        description="Separate speakers in recordings of any length, rate and channel count. "
+        "Writes DIR/<name>_s1.wav … _sN.wav at each input's sample rate.",
+    )
+    parser.add_argument("model", help="training checkpoint (.ckpt) or usgm-export model file")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file or folder of audio files")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--window", type=float, default=DEFAULT_WINDOW_S, help="window length, s (default %(default)s)")
+    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP_S, help="window overlap, s (default %(default)s)")
+    parser.add_argument("--subtype", default="FLOAT", help="output WAV subtype, e.g. FLOAT or PCM_16 (default %(default)s)")
+    args = parser.parse_args(argv)
+    prog = "usgm-separate"
+    if not args.window > 0 or not 0 < args.overlap < args.window:
+        print(f"{prog}: error: need 0 < --overlap < --window (got {args.overlap}, {args.window})", file=sys.stderr)
+        return 2
+    if not sf.check_format("WAV", args.subtype.upper()):
+        print(f"{prog}: error: --subtype {args.subtype!r} is not a WAV subtype", file=sys.stderr)
+        return 2
+    device = args.device or _default_device()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"{prog}: error: --device {device} requested but CUDA is not available", file=sys.stderr)
+        return 2
+    try:
+        files = collect_inputs(args.inputs)
+        infos = {f: check_audio(f) for f in files}  # every input is checked before any work
+        model, meta = load_model(args.model, device=device)
+    except (AudioInputError, ModelFileError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    out_dir = Path(args.out)
+    failed = 0
+    for f in files:
+        info = infos[f]
+        if info.channels > 1:
+            print(f"{prog}: note: {f}: {info.channels} channels downmixed to mono", file=sys.stderr)
+        fn = model_separator(model, meta["sample_rate"], info.samplerate, device)
+        try:
+            written = separate_file(
+                f, out_dir, fn, meta["n_src"], info.samplerate, args.window, args.overlap, args.subtype.upper()
+            )
+        except (RuntimeError, ValueError, OSError) as err:
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            print(f"{prog}: error: {f}: {msg}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{f} -> {', '.join(str(w) for w in written)}")
+    return 1 if failed else 0

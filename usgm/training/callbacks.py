@@ -1,0 +1,122 @@
+"""Callbacks: validation audio examples and spectrograms for W&B and TensorBoard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+
+def spectrogram_figure(signals: dict[str, np.ndarray], sample_rate: int):
+    """Log-magnitude spectrograms stacked vertically; returns a matplotlib Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(signals), 1, figsize=(8, 1.8 * len(signals)), squeeze=False)
+    for ax, (name, x) in zip(axes[:, 0], signals.items(), strict=True):
+        spec = torch.stft(
+            torch.as_tensor(x, dtype=torch.float32),
+            n_fft=256,
+            hop_length=64,
+            window=torch.hann_window(256),
+            return_complex=True,
+        ).abs()
+        ax.imshow(
+            20 * torch.log10(spec + 1e-6).numpy(),
+            origin="lower",
+            aspect="auto",
+            extent=(0, len(x) / sample_rate, 0, sample_rate / 2000),
+            vmin=-80,
+            vmax=20,
+            cmap="magma",
+        )
+        ax.set_ylabel(f"{name}\nkHz")
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    return fig
+
+
+class AudioExampleLogger(pl.Callback):
+    """Logs the first ``n_examples`` validation mixtures, references and estimates.
+
+    Audio and a spectrogram image go to W&B (``wandb.Audio``/``wandb.Image``) and TensorBoard
+    when those loggers are active; other loggers are skipped.
+
+    Args:
+        n_examples: validation utterances to log (the first batches, first item each).
+        every_n_epochs: log every this many epochs.
+    """
+
+    def __init__(self, n_examples: int = 2, every_n_epochs: int = 1) -> None:
+        self.n_examples = n_examples
+        self.every_n_epochs = max(1, every_n_epochs)
+        self._examples: list[dict[str, Any]] = []
+
+    def _active(self, trainer: pl.Trainer) -> bool:
+        return (
+            trainer.is_global_zero
+            and not trainer.sanity_checking
+            and trainer.current_epoch % self.every_n_epochs == 0
+            and any(isinstance(lg, WandbLogger | TensorBoardLogger) for lg in trainer.loggers)
+        )
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._examples = []
+
+    @torch.no_grad()
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if batch_idx >= self.n_examples or not self._active(trainer):
+            return
+        n = int(batch["lengths"][0]) if "lengths" in batch else batch["mix"].shape[-1]
+        mix = batch["mix"][:1, :n]
+        est = pl_module(mix)[0].float().cpu().numpy()
+        ex = {"id": batch["ids"][0] if "ids" in batch else str(batch_idx)}
+        ex["mixture"] = mix[0].float().cpu().numpy()
+        for i, s in enumerate(batch["sources"][0, :, :n].float().cpu().numpy()):
+            ex[f"ref{i + 1}"] = s
+        for i, s in enumerate(est):
+            ex[f"est{i + 1}"] = s
+        self._examples.append(ex)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._examples or not self._active(trainer):
+            return
+        import matplotlib.pyplot as plt
+
+        sr = int(pl_module.hparams.get("sample_rate", 8000))
+        for k, ex in enumerate(self._examples):
+            signals = {key: v for key, v in ex.items() if key != "id"}
+            fig = spectrogram_figure(signals, sr)
+            for lg in trainer.loggers:
+                if isinstance(lg, WandbLogger):
+                    import wandb
+
+                    lg.experiment.log(
+                        {
+                            f"val_examples/{k}/{name}": wandb.Audio(
+                                x / max(1e-8, float(np.abs(x).max())), sample_rate=sr
+                            )
+                            for name, x in signals.items()
+                        }
+                        | {f"val_examples/{k}/spectrogram": wandb.Image(fig)},
+                        step=trainer.global_step,
+                    )
+                elif isinstance(lg, TensorBoardLogger):
+                    for name, x in signals.items():
+                        peak = max(1e-8, float(np.abs(x).max()))
+                        lg.experiment.add_audio(
+                            f"val_examples/{k}/{name}",
+                            torch.as_tensor(x / peak)[None],
+                            trainer.global_step,
+                            sample_rate=sr,
+                        )
+                    lg.experiment.add_figure(f"val_examples/{k}/spectrogram", fig, trainer.global_step)
+            plt.close(fig)
+        self._examples = []
