@@ -102,7 +102,11 @@ def compare(a: str, b: str, rtol: float, atol: float) -> int:
     sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
     worst = max(float((sa[k] - sb[k]).abs().max()) for k in sa)
     ok = all(torch.allclose(sa[k], sb[k], rtol=rtol, atol=atol) for k in sa)
-    print(json.dumps({"max_abs_diff": worst, "equal_within_tolerance": ok, "rtol": rtol, "atol": atol}))
+    print(
+        json.dumps(
+            {"max_abs_diff": worst, "equal_within_tolerance": ok, "rtol": rtol, "atol": atol}
+        )
+    )
     return 0 if ok else 1
 
 
@@ -118,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--length", type=int, default=1600, help="samples per utterance")
     p.add_argument("--lr", type=float, default=1.0)
     p.add_argument(
-        "--naive", action="store_true", help="negative control: project per rank, no g_SE all-reduce"
+        "--naive",
+        action="store_true",
+        help="negative control: project per rank, no g_SE all-reduce",
     )
     p.add_argument("--out", type=Path)
     p.add_argument("--compare", nargs=2, metavar=("A", "B"))

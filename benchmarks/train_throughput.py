@@ -110,7 +110,9 @@ def measure(args: argparse.Namespace) -> dict:
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+        "machine": torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else platform.processor() or "cpu",
         "torch": torch.__version__,
         "size": args.size,
         "backbone": args.backbone,

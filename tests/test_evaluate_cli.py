@@ -67,7 +67,13 @@ def write_corpus(root: Path, n_src: int = 2, sr: int = 8000, seed: int = 0) -> P
             src_cols = [f"{old}/{split}/s{k + 1}/{uid}.wav" for k in range(n_src)]
             rows_clean.append([uid, f"{old}/{split}/mix_clean/{uid}.wav", *src_cols, n])
             rows_both.append(
-                [uid, f"{old}/{split}/mix_both/{uid}.wav", *src_cols, f"{old}/{split}/noise/{uid}.wav", n]
+                [
+                    uid,
+                    f"{old}/{split}/mix_both/{uid}.wav",
+                    *src_cols,
+                    f"{old}/{split}/noise/{uid}.wav",
+                    n,
+                ]
             )
         src_hdr = [f"source_{k + 1}_path" for k in range(n_src)]
         for kind, rows, extra in (

@@ -19,7 +19,9 @@ from usgm.training.pipeline import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
+EXPERIMENTS = sorted(
+    p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("_")
+)
 
 
 def _compose(overrides: list[str]):
@@ -105,7 +107,12 @@ def _run(args: list[str], cwd: Path, env_extra: dict | None = None) -> subproces
 def test_cli_single_run_prints_results(tiny_2mix, tmp_path) -> None:
     run_dir = tmp_path / "run"
     proc = _run(
-        ["experiment=libri2mix_gm", "debug=smoke", f"data.root={tiny_2mix}", f"hydra.run.dir={run_dir}"],
+        [
+            "experiment=libri2mix_gm",
+            "debug=smoke",
+            f"data.root={tiny_2mix}",
+            f"hydra.run.dir={run_dir}",
+        ],
         tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -108,8 +108,9 @@ def test_transformer_stack_and_bilstm_shapes() -> None:
 
 def _tiny_masknet(n_outputs: int, chunk_size: int = 6) -> DualPathMaskNet:
     blocks = [DualPathBlock(TransformerStack(1, 8, 2, 16), TransformerStack(1, 8, 2, 16), 8)]
-    return DualPathMaskNet(n_filters=5, d_model=8, n_outputs=n_outputs, chunk_size=chunk_size,
-                           blocks=blocks)  # fmt: skip
+    return DualPathMaskNet(
+        n_filters=5, d_model=8, n_outputs=n_outputs, chunk_size=chunk_size, blocks=blocks
+    )
 
 
 @pytest.mark.parametrize("n_outputs", [1, 3])

@@ -16,7 +16,12 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ddp_gm_equivalenc
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, str(SCRIPT), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -25,7 +30,9 @@ def test_ddp_step_equals_single_process_step(method: str, tmp_path: Path) -> Non
     single, ddp = tmp_path / "single.pt", tmp_path / "ddp.pt"
     p1 = _run("--mode", "single", "--method", method, "--out", str(single), cwd=tmp_path)
     assert p1.returncode == 0, p1.stderr[-3000:]
-    p2 = _run("--mode", "ddp", "--devices", "2", "--method", method, "--out", str(ddp), cwd=tmp_path)
+    p2 = _run(
+        "--mode", "ddp", "--devices", "2", "--method", method, "--out", str(ddp), cwd=tmp_path
+    )
     assert p2.returncode == 0, p2.stderr[-3000:]
     p3 = _run("--compare", str(single), str(ddp), cwd=tmp_path)
     result = json.loads(p3.stdout.strip().splitlines()[-1])
@@ -39,4 +46,7 @@ def test_naive_per_rank_projection_differs(tmp_path: Path) -> None:
     p = _run("--mode", "ddp", "--devices", "2", "--naive", "--out", str(naive), cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     p3 = _run("--compare", str(single), str(naive), cwd=tmp_path)
-    assert p3.returncode == 1 and not json.loads(p3.stdout.strip().splitlines()[-1])["equal_within_tolerance"]
+    assert (
+        p3.returncode == 1
+        and not json.loads(p3.stdout.strip().splitlines()[-1])["equal_within_tolerance"]
+    )

@@ -138,11 +138,11 @@ def test_gm_applies_the_se_gradient() -> None:
 
 
 def test_bad_method_and_keys_are_named() -> None:
-    with pytest.raises(ValueError, match="model.method"):
+    with pytest.raises(ValueError, match=r"model\.method"):
         SeparationModule(model=TINY, method="pcgrad")
-    with pytest.raises(ValueError, match="model.loss"):
+    with pytest.raises(ValueError, match=r"model\.loss"):
         SeparationModule(model=TINY, loss={"se_wieght": 0.1})
-    with pytest.raises(ValueError, match="model.optim.name"):
+    with pytest.raises(ValueError, match=r"model\.optim\.name"):
         SeparationModule(model=TINY, optim={"name": "lamb"}).configure_optimizers()
 
 

@@ -76,10 +76,14 @@ def _unpack(obj: Any, path: Path) -> tuple[dict, int, dict[str, torch.Tensor], d
     if "state_dict" in obj and "hyper_parameters" in obj:
         hp = obj["hyper_parameters"]
         if not isinstance(hp, Mapping) or not isinstance(hp.get("model"), Mapping):
-            raise ModelFileError(f"{path}: checkpoint lacks hyper_parameters.model (not a usgm run)")
+            raise ModelFileError(
+                f"{path}: checkpoint lacks hyper_parameters.model (not a usgm run)"
+            )
         if "sample_rate" not in hp:
             raise ModelFileError(f"{path}: checkpoint lacks hyper_parameters.sample_rate")
-        state = {k[len(_PREFIX) :]: v for k, v in obj["state_dict"].items() if k.startswith(_PREFIX)}
+        state = {
+            k[len(_PREFIX) :]: v for k, v in obj["state_dict"].items() if k.startswith(_PREFIX)
+        }
         if not state:
             raise ModelFileError(f"{path}: checkpoint has no '{_PREFIX}*' weights")
         meta = {

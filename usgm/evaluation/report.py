@@ -47,10 +47,24 @@ def column_stats(values: Sequence[float]) -> dict[str, float | int | None]:
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     n = int(x.size)
     if n == 0:
-        return {"mean": None, "std": None, "ci95_low": None, "ci95_high": None, "ci95_halfwidth": None, "n": 0}
+        return {
+            "mean": None,
+            "std": None,
+            "ci95_low": None,
+            "ci95_high": None,
+            "ci95_halfwidth": None,
+            "n": 0,
+        }
     mean = float(x.mean())
     if n < 2:
-        return {"mean": mean, "std": None, "ci95_low": None, "ci95_high": None, "ci95_halfwidth": None, "n": n}
+        return {
+            "mean": mean,
+            "std": None,
+            "ci95_low": None,
+            "ci95_high": None,
+            "ci95_halfwidth": None,
+            "n": n,
+        }
     std = float(x.std(ddof=1))
     half = _t_quantile(n - 1) * std / math.sqrt(n)
     return {
@@ -102,9 +116,7 @@ def format_table(stats: Mapping[str, Mapping[str, Any]], title: str = "") -> str
         if s["mean"] is None:
             lines.append(f"{LABELS.get(col, col):<10s} {'n/a':>9s} {'':>21s} {s['n']:>6d}")
             continue
-        ci = (
-            f"[{s['ci95_low']:.2f}, {s['ci95_high']:.2f}]" if s["ci95_low"] is not None else "n/a"
-        )
+        ci = f"[{s['ci95_low']:.2f}, {s['ci95_high']:.2f}]" if s["ci95_low"] is not None else "n/a"
         lines.append(f"{LABELS.get(col, col):<10s} {s['mean']:>9.3f} {ci:>21s} {s['n']:>6d} {unit}")
     return "\n".join(lines)
 
@@ -155,7 +167,13 @@ def make_plots(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
     written = []
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
     ax.hist(sisnri[np.isfinite(sisnri)], bins=min(50, max(5, len(rows) // 5)), color="C0")
-    ax.axvline(float(np.nanmean(sisnri)), color="k", ls="--", lw=1, label=f"mean {np.nanmean(sisnri):.2f} dB")
+    ax.axvline(
+        float(np.nanmean(sisnri)),
+        color="k",
+        ls="--",
+        lw=1,
+        label=f"mean {np.nanmean(sisnri):.2f} dB",
+    )
     ax.set_xlabel("SI-SNRi (dB)")
     ax.set_ylabel("utterances")
     ax.legend()

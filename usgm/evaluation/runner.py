@@ -241,7 +241,11 @@ def evaluate(
     rows: list[dict[str, Any]] = []
 
     bar = tqdm(
-        total=n_utterances, desc="evaluating", unit="utt", disable=not opts.progress, file=sys.stderr
+        total=n_utterances,
+        desc="evaluating",
+        unit="utt",
+        disable=not opts.progress,
+        file=sys.stderr,
     )
     for batch in _check_batches(batches):
         ests = sep(batch["mix"], batch["lengths"])

@@ -17,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -92,7 +93,9 @@ class OverlapStitcher:
         return est[:, : -self.overlap]
 
 
-def iter_windows(read: Callable[[int], Tensor], window: int, hop: int) -> Iterator[tuple[Tensor, bool]]:
+def iter_windows(
+    read: Callable[[int], Tensor], window: int, hop: int
+) -> Iterator[tuple[Tensor, bool]]:
     """Yields overlapping windows (n,) from a block reader, each with a ``final`` flag.
 
     Consecutive windows share ``window − hop`` samples; a new window is only started after a full
@@ -138,7 +141,10 @@ def separate_in_windows(
         return out
 
     stitcher = OverlapStitcher(overlap)
-    parts = [stitcher.push(separate(w), final) for w, final in iter_windows(read, window, window - overlap)]
+    parts = [
+        stitcher.push(separate(w), final)
+        for w, final in iter_windows(read, window, window - overlap)
+    ]
     return torch.cat(parts, dim=-1)
 
 
@@ -206,7 +212,7 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
-def check_audio(path: Path) -> sf._SoundFileInfo:
+def check_audio(path: Path) -> Any:
     """Opens the header of ``path``.
 
     Raises:
@@ -264,7 +270,9 @@ def separate_file(
             os.close(fd)
             temps.append(Path(tmp))
             writers.append(
-                sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=1, format="WAV", subtype=subtype)
+                sf.SoundFile(
+                    tmp, "w", samplerate=sample_rate, channels=1, format="WAV", subtype=subtype
+                )
             )
         with sf.SoundFile(str(path)) as src:
 
@@ -303,23 +311,44 @@ def main(argv: list[str] | None = None) -> int:
         "Writes DIR/<name>_s1.wav … _sN.wav at each input's sample rate.",
     )
     parser.add_argument("model", help="training checkpoint (.ckpt) or usgm-export model file")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file or folder of audio files")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="audio file or folder of audio files"
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--window", type=float, default=DEFAULT_WINDOW_S, help="window length, s (default %(default)s)")
-    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP_S, help="window overlap, s (default %(default)s)")
-    parser.add_argument("--subtype", default="FLOAT", help="output WAV subtype, e.g. FLOAT or PCM_16 (default %(default)s)")
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=DEFAULT_WINDOW_S,
+        help="window length, s (default %(default)s)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=DEFAULT_OVERLAP_S,
+        help="window overlap, s (default %(default)s)",
+    )
+    parser.add_argument(
+        "--subtype",
+        default="FLOAT",
+        help="output WAV subtype, e.g. FLOAT or PCM_16 (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     prog = "usgm-separate"
     if not args.window > 0 or not 0 < args.overlap < args.window:
-        print(f"{prog}: error: need 0 < --overlap < --window (got {args.overlap}, {args.window})", file=sys.stderr)
+        print(
+            f"{prog}: error: need 0 < --overlap < --window (got {args.overlap}, {args.window})",
+            file=sys.stderr,
+        )
         return 2
     if not sf.check_format("WAV", args.subtype.upper()):
         print(f"{prog}: error: --subtype {args.subtype!r} is not a WAV subtype", file=sys.stderr)
         return 2
     device = args.device or _default_device()
     if device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"{prog}: error: --device {device} requested but CUDA is not available", file=sys.stderr)
+        print(
+            f"{prog}: error: --device {device} requested but CUDA is not available", file=sys.stderr
+        )
         return 2
     try:
         files = collect_inputs(args.inputs)
@@ -337,7 +366,14 @@ def main(argv: list[str] | None = None) -> int:
         fn = model_separator(model, meta["sample_rate"], info.samplerate, device)
         try:
             written = separate_file(
-                f, out_dir, fn, meta["n_src"], info.samplerate, args.window, args.overlap, args.subtype.upper()
+                f,
+                out_dir,
+                fn,
+                meta["n_src"],
+                info.samplerate,
+                args.window,
+                args.overlap,
+                args.subtype.upper(),
             )
         except (RuntimeError, ValueError, OSError) as err:
             msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

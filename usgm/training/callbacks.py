@@ -117,6 +117,8 @@ class AudioExampleLogger(pl.Callback):
                             trainer.global_step,
                             sample_rate=sr,
                         )
-                    lg.experiment.add_figure(f"val_examples/{k}/spectrogram", fig, trainer.global_step)
+                    lg.experiment.add_figure(
+                        f"val_examples/{k}/spectrogram", fig, trainer.global_step
+                    )
             plt.close(fig)
         self._examples = []

@@ -88,7 +88,9 @@ class SeparationModule(pl.LightningModule):
         scheduler = _merge(DEFAULT_SCHEDULER, scheduler, "scheduler")
         loss = _merge(DEFAULT_LOSS, loss, "loss")
         if loss["se_reduction"] not in ("sum", "mean"):
-            raise ValueError(f"model.loss.se_reduction must be 'sum' or 'mean', got {loss['se_reduction']!r}")
+            raise ValueError(
+                f"model.loss.se_reduction must be 'sum' or 'mean', got {loss['se_reduction']!r}"
+            )
         self.save_hyperparameters(
             {
                 "model": model,
@@ -277,7 +279,10 @@ class SeparationModule(pl.LightningModule):
             )
         elif o["name"] == "sgd":
             opt = torch.optim.SGD(
-                self.parameters(), lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"]
+                self.parameters(),
+                lr=o["lr"],
+                momentum=o["momentum"],
+                weight_decay=o["weight_decay"],
             )
         else:
             raise ValueError(f"model.optim.name must be 'adam' or 'sgd', got {o['name']!r}")

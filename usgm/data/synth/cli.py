@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=_count, default=800, metavar="N", help="train-360 mixtures")
     p.add_argument("--n-dev", type=_count, default=200, metavar="N", help="dev mixtures")
     p.add_argument("--n-test", type=_count, default=200, metavar="N", help="test mixtures")
-    p.add_argument("--seed", type=int, default=0, help="global seed (same seed: same files)")
+    p.add_argument("--seed", type=_count, default=0, help="global seed (same seed: same files)")
     p.add_argument("--sample-rate", type=int, choices=(8000, 16000), default=8000)
     p.add_argument("--mode", choices=("min", "max"), default="min", help="LibriMix length mode")
     p.add_argument(

@@ -1,8 +1,8 @@
 """Build the default corpus on disk in the LibriMix layout, reproducibly and atomically.
 
 Work is cut into fixed shards of ``options.shard_size`` mixtures per split. Every shard runs in a
-fresh *spawned* process (``max_tasks_per_child=1``) with its own seed derived from
-``(seed, split, shard)``, and every mixture draws from a generator seeded by
+fresh interpreter (:mod:`usgm.data.synth.worker`, ``num_workers`` at a time) with its own seed
+derived from ``(seed, split, shard)``, and every mixture draws from a generator seeded by
 ``(seed, split, mixture index)``. Since eSpeak's hidden state only depends on what the process
 synthesised before, the same seed gives byte-identical files whatever the number of workers.
 
@@ -16,30 +16,29 @@ from __future__ import annotations
 
 import csv
 import json
-import multiprocessing
 import os
+import pickle
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import soundfile as sf
+from typing import TYPE_CHECKING, Any
 
 from usgm.data.errors import DataError
-from usgm.data.mixing import mix_librimix, quantize_mixture
 from usgm.data.synth.options import SPLIT_DIRS, SPLITS, SynthOptions
 from usgm.data.synth.voices import LANGUAGE_FILES, Speaker, babble_subpool, make_pools
+
+if TYPE_CHECKING:
+    from usgm.data.synth.worker import ShardTask
 
 COMPLETE_MARKER = "DONE"
 FORMAT = "usgm-synth"
 FORMAT_VERSION = 1
 SAMPLE_RATES = (8000, 16000)
-_SPLIT_SEED_CODE = {"train": 1, "dev": 2, "test": 3}
 _OWN_ENTRIES = {"wav8k", "wav16k", COMPLETE_MARKER, "speakers.csv"}
 
 
@@ -63,76 +62,6 @@ def read_info(root: str | os.PathLike[str]) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and info.get("format") == FORMAT else None
 
 
-@dataclass(frozen=True)
-class ShardTask:
-    """Everything one worker process needs (plain, picklable data)."""
-
-    split: str
-    shard: int
-    start: int
-    stop: int
-    n_src: int
-    seed: int
-    sample_rate: int
-    options: SynthOptions
-    voice_data: str
-    split_dir: str
-    speakers: tuple[Speaker, ...]
-    babble: tuple[Speaker, ...]
-
-
-def mixture_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
-    """Seed of one mixture's random generator."""
-    return np.random.SeedSequence([seed, 3000, _SPLIT_SEED_CODE[split], index])
-
-
-def shard_seed(seed: int, split: str, shard: int) -> np.random.SeedSequence:
-    """Seed of one shard's random generator (its babble bank)."""
-    return np.random.SeedSequence([seed, 2000, _SPLIT_SEED_CODE[split], shard])
-
-
-def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
-    """Synthesise, mix and write one shard's mixtures (runs in a fresh process).
-
-    Returns:
-        ``(index, mixture_ID, length)`` per mixture.
-    """
-    # Imported here: the synthesiser stack is only needed inside workers.
-    from usgm.data.synth.espeak import Espeak
-    from usgm.data.synth.noise import cafe_noise, make_babble_bank
-    from usgm.data.synth.speech import render_utterance
-
-    opts, sr = task.options, task.sample_rate
-    tts = Espeak(task.voice_data)
-    bank = make_babble_bank(
-        tts, list(task.babble), np.random.default_rng(shard_seed(task.seed, task.split, task.shard)),
-        sr, opts,
-    )  # fmt: skip
-    out = Path(task.split_dir)
-    rows = []
-    for index in range(task.start, task.stop):
-        rng = np.random.default_rng(mixture_seed(task.seed, task.split, index))
-        picks = rng.choice(len(task.speakers), size=task.n_src, replace=False)
-        speakers = [task.speakers[i] for i in picks]
-        sources = [render_utterance(tts, spk, rng, sr, opts) for spk in speakers]
-        lengths = [len(s) for s in sources]
-        n = min(lengths) if opts.mode == "min" else max(lengths)
-        noise = cafe_noise(rng, n, sr, bank, opts)
-        scaled, scaled_noise = mix_librimix(
-            sources, noise, sr, rng, opts.speech_lufs, opts.noise_lufs, opts.max_peak, opts.mode
-        )
-        q = quantize_mixture(scaled, scaled_noise)
-        mixture_id = "_".join(
-            f"{spk.spk_id}-{index * task.n_src + j:06d}" for j, spk in enumerate(speakers)
-        )
-        files = {"mix_both": q.mix_both, "mix_clean": q.mix_clean, "noise": q.noise}
-        files |= {f"s{j + 1}": s for j, s in enumerate(q.sources)}
-        for kind, data in files.items():
-            sf.write(out / kind / f"{mixture_id}.wav", data, sr, subtype="PCM_16")
-        rows.append((index, mixture_id, n))
-    return rows
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -154,8 +83,8 @@ def _remove_stale(root: Path) -> None:
 
 
 def _check_args(
-    root: Path, n_src: int, counts: dict[str, int], sample_rate: int, num_workers: int | None,
-    overwrite: bool,
+    root: Path, n_src: int, counts: dict[str, int], seed: int, sample_rate: int,
+    num_workers: int | None, overwrite: bool, speakers: tuple[int, ...],
 ) -> None:  # fmt: skip
     if n_src not in (2, 3):
         raise DataError(f"n_src must be 2 or 3, got {n_src}")
@@ -164,6 +93,10 @@ def _check_args(
             raise DataError(f"n_{split} must be a non-negative integer, got {n!r}")
     if sum(counts.values()) == 0:
         raise DataError("nothing to generate: n_train, n_dev and n_test are all 0")
+    if not isinstance(seed, int) or seed < 0:
+        raise DataError(f"seed must be a non-negative integer, got {seed!r}")
+    if min(speakers[:3]) < n_src:
+        raise DataError(f"each speaker pool needs at least n_src={n_src} speakers, got {speakers}")
     if sample_rate not in SAMPLE_RATES:
         raise DataError(f"sample_rate must be one of {SAMPLE_RATES}, got {sample_rate}")
     if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
@@ -265,7 +198,7 @@ def make_dataset(
     opts = SynthOptions.from_kwargs(**options)
     root = Path(out).expanduser().absolute()
     counts = {"train": n_train, "dev": n_dev, "test": n_test}
-    _check_args(root, n_src, counts, sample_rate, num_workers, overwrite)
+    _check_args(root, n_src, counts, seed, sample_rate, num_workers, overwrite, opts.speakers)
     _remove_stale(root)
     t0 = time.perf_counter()
 
@@ -283,8 +216,9 @@ def make_dataset(
         (base / "metadata").mkdir(parents=True)
         pools = make_pools(seed, opts)
         kinds = ["mix_both", "mix_clean", *(f"s{j + 1}" for j in range(n_src)), "noise"]
-        with tempfile.TemporaryDirectory(prefix="usgm-espeak-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="usgm-synth-") as tmp:
             from usgm.data.synth.espeak import make_data_dir
+            from usgm.data.synth.worker import ShardTask
 
             used = {s.language for pool in pools.values() for s in pool}
             voice_data = make_data_dir(
@@ -308,7 +242,7 @@ def make_dataset(
                             babble=tuple(babble_subpool(pools["babble"], split)),
                         )
                     )  # fmt: skip
-            rows = _run_tasks(tasks, num_workers, log)
+            rows = _run_tasks(tasks, num_workers, Path(tmp), log)
         final_base = root / base.relative_to(build)
         for split in SPLITS:
             _write_csvs(base / "metadata", final_base, split, n_src, sorted(rows[split]))
@@ -334,16 +268,36 @@ def make_dataset(
     return root
 
 
-def _run_tasks(tasks: list[ShardTask], num_workers: int | None, log) -> dict[str, list]:
+def _run_tasks(
+    tasks: list[ShardTask], num_workers: int | None, tmp: Path, log: Callable[[str], None]
+) -> dict[str, list]:
+    """Run every shard in its own fresh interpreter, ``num_workers`` at a time."""
     rows: dict[str, list] = {split: [] for split in SPLITS}
     if not tasks:
         return rows
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     workers = min(num_workers or cpus or 1, len(tasks))
-    # spawn + one task per child: every shard starts from a fresh eSpeak (reproducibility).
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=1) as pool:
-        futures = {pool.submit(run_shard, task): task for task in tasks}
+    # The child must import this very usgm, even when it is not installed (source checkout).
+    package_parent = str(Path(__file__).resolve().parents[3])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+    env["OMP_NUM_THREADS"] = "1"  # one process per core already
+
+    def run(i: int, task: ShardTask) -> list:
+        task_file, result_file = tmp / f"task{i}.pkl", tmp / f"result{i}.pkl"
+        task_file.write_bytes(pickle.dumps(task))
+        cmd = [sys.executable, "-m", "usgm.data.synth.worker", str(task_file), str(result_file)]
+        proc = subprocess.run(cmd, env=env, capture_output=True)
+        if proc.returncode != 0 or not result_file.exists():
+            tail = proc.stderr.decode(errors="replace").strip().splitlines()[-15:]
+            raise RuntimeError(
+                f"generator worker for {SPLIT_DIRS[task.split]} shard {task.shard} failed "
+                f"(exit {proc.returncode}):\n" + "\n".join(tail)
+            )
+        return pickle.loads(result_file.read_bytes())
+
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {pool.submit(run, i, task): task for i, task in enumerate(tasks)}
         try:
             for done, fut in enumerate(as_completed(futures), 1):
                 task = futures[fut]

@@ -1,0 +1,158 @@
+"""The unified separator: shapes, stages, parameter groups, config handling, bf16, plain hparams."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+import torch
+
+from usgm.losses import se_loss, ss_loss
+from usgm.models import (
+    DEFAULT_CONFIG,
+    SeparatorOutput,
+    UnifiedSeparator,
+    build_model,
+    count_parameters,
+    resolve_config,
+)
+
+
+def tiny(**over: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "n_filters": 16,
+        "kernel_size": 4,
+        "stride": 2,
+        "chunk_size": 10,
+        "d_model": 16,
+        "n_heads": 2,
+        "d_ffn": 32,
+        "rnn_hidden": 8,
+        "se": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
+        "ss": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
+    }
+    cfg.update(over)
+    return cfg
+
+
+@pytest.mark.parametrize("backbone", ["sepformer", "dprnn"])
+@pytest.mark.parametrize("n_src", [2, 3])
+@pytest.mark.parametrize("use_se", [True, False])
+def test_forward_backward_shapes(backbone: str, n_src: int, use_se: bool) -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny(backbone=backbone, n_src=n_src, use_se=use_se))
+    mix = torch.randn(2, 201)  # odd length
+    out = model(mix)
+    assert isinstance(out, SeparatorOutput)
+    n_frames = (201 - 4 + 1) // 2 + 1  # ceil((T - K) / S) + 1
+    assert out.est.shape == (2, n_src, 201)
+    assert out.latent.shape == out.enhanced.shape == (2, 16, n_frames)
+    sources = torch.randn(2, n_src, 201)
+    loss = ss_loss(out.est, sources) + 0.1 * se_loss(out.enhanced, model.encode(sources.sum(1)))
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    if use_se:
+        assert model.se_masknet is not None
+        assert not torch.equal(out.enhanced, out.latent)
+    else:
+        assert model.se_masknet is None
+        assert out.enhanced is out.latent
+        assert model.se_parameters() == []
+
+
+def test_stages_compose_to_forward_and_encode_is_latent() -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny(n_src=3)).eval()
+    mix = torch.randn(2, 97)
+    out = model(mix)
+    latent = model.encode(mix)
+    torch.testing.assert_close(latent, out.latent)
+    enhanced = model.enhance(latent)
+    torch.testing.assert_close(enhanced, out.enhanced)
+    masks = model.separation_masks(enhanced)
+    assert masks.shape == (2, 3, 16, latent.shape[-1])
+    torch.testing.assert_close(model.decode(enhanced, masks, 97), out.est)
+
+
+@pytest.mark.parametrize("backbone", ["sepformer", "dprnn"])
+def test_batch_items_are_independent(backbone: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny(backbone=backbone)).eval()
+    mix = torch.randn(3, 150)
+    with torch.no_grad():
+        full = model(mix).est
+        one = model(mix[2:3]).est
+    torch.testing.assert_close(one, full[2:3], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("use_se", [True, False])
+def test_parameter_groups_partition_parameters(use_se: bool) -> None:
+    model = build_model(tiny(use_se=use_se))
+    groups = [model.encoder_parameters(), model.se_parameters(), model.ss_parameters()]
+    ids = [id(p) for g in groups for p in g]
+    assert len(ids) == len(set(ids))  # disjoint
+    assert set(ids) == {id(p) for p in model.parameters()}  # complete
+    assert sum(len(g) for g in model.parameter_groups().values()) == len(list(model.parameters()))
+    assert {id(p) for p in model.ss_parameters()} == {
+        id(p) for m in (model.ss_masknet, model.decoder) for p in m.parameters()
+    }
+
+
+def test_bf16_autocast_forward_backward() -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny())
+    mix, sources = torch.randn(2, 120), torch.randn(2, 2, 120)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(mix)
+        loss = ss_loss(out.est, sources, threshold=30.0) + 0.1 * se_loss(
+            out.enhanced, model.encode(sources.sum(1))
+        )
+    assert loss.dtype == torch.float32
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_config_defaults_and_validation() -> None:
+    full = resolve_config({})
+    assert full == DEFAULT_CONFIG
+    assert resolve_config({"backbone": "dprnn"})["ss"]["n_blocks"] == 6
+    assert resolve_config({"backbone": "dprnn", "ss": {"n_blocks": 3}})["ss"]["n_blocks"] == 3
+    assert resolve_config({"se": {"n_blocks": 4}})["se"] == {
+        "n_blocks": 4,
+        "n_intra": 1,
+        "n_inter": 1,
+    }
+    bad = [
+        ({"n_speakers": 2}, "n_speakers"),
+        ({"backbone": "convtasnet"}, "backbone"),
+        ({"chunk_size": 9}, "chunk_size"),
+        ({"d_model": 30, "n_heads": 4}, "n_heads"),
+        ({"se": {"depth": 2}}, "se.depth"),
+        ({"ss": {"n_blocks": 0}}, "ss.n_blocks"),
+        ({"n_src": 1.5}, "n_src"),
+        ({"use_se": "yes"}, "use_se"),
+        ({"dropout": 1.0}, "dropout"),
+    ]
+    for cfg, key in bad:
+        with pytest.raises(ValueError, match=key):
+            build_model(cfg)
+    with pytest.raises(ValueError, match="B, T"):
+        build_model(tiny())(torch.randn(2, 1, 100))
+
+
+def test_config_is_plain_data_and_rebuilds_identically() -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny(backbone="dprnn", n_src=3)).eval()
+    buf = io.BytesIO()
+    torch.save({"model": model.config, "state_dict": model.state_dict()}, buf)
+    buf.seek(0)
+    blob = torch.load(buf, weights_only=True)
+    again = UnifiedSeparator(blob["model"]).eval()
+    again.load_state_dict(blob["state_dict"])
+    mix = torch.randn(1, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again(mix).est, model(mix).est)
+    assert count_parameters(again) == count_parameters(model)

@@ -1,0 +1,109 @@
+"""One shard of the default corpus, synthesised in a fresh interpreter.
+
+Run as ``python -m usgm.data.synth.worker TASK.pkl RESULT.pkl`` by :mod:`usgm.data.synth.writer`:
+a new process per shard means eSpeak starts from the same state for the same shard, every time
+(its hidden state carries across utterances within a process). A plain subprocess rather than a
+multiprocessing "spawn" child also never re-imports the caller's ``__main__`` (a training script
+would drag torch and Lightning into every worker, and an unguarded script would recurse).
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from usgm.data.mixing import mix_librimix, quantize_mixture
+from usgm.data.synth.options import SynthOptions
+from usgm.data.synth.voices import Speaker
+
+_SPLIT_SEED_CODE = {"train": 1, "dev": 2, "test": 3}
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything one worker process needs (plain, picklable data)."""
+
+    split: str
+    shard: int
+    start: int
+    stop: int
+    n_src: int
+    seed: int
+    sample_rate: int
+    options: SynthOptions
+    voice_data: str
+    split_dir: str
+    speakers: tuple[Speaker, ...]
+    babble: tuple[Speaker, ...]
+
+
+def mixture_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
+    """Seed of one mixture's random generator."""
+    return np.random.SeedSequence([seed, 3000, _SPLIT_SEED_CODE[split], index])
+
+
+def shard_seed(seed: int, split: str, shard: int) -> np.random.SeedSequence:
+    """Seed of one shard's random generator (its babble bank)."""
+    return np.random.SeedSequence([seed, 2000, _SPLIT_SEED_CODE[split], shard])
+
+
+def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
+    """Synthesise, mix and write one shard's mixtures (runs in a fresh process).
+
+    Returns:
+        ``(index, mixture_ID, length)`` per mixture.
+    """
+    # Imported here: the synthesiser stack is only needed inside workers.
+    from usgm.data.synth.espeak import Espeak
+    from usgm.data.synth.noise import cafe_noise, make_babble_bank
+    from usgm.data.synth.speech import render_utterance
+
+    opts, sr = task.options, task.sample_rate
+    tts = Espeak(task.voice_data)
+    bank = make_babble_bank(
+        tts, list(task.babble), np.random.default_rng(shard_seed(task.seed, task.split, task.shard)),
+        sr, opts,
+    )  # fmt: skip
+    out = Path(task.split_dir)
+    rows = []
+    for index in range(task.start, task.stop):
+        rng = np.random.default_rng(mixture_seed(task.seed, task.split, index))
+        picks = rng.choice(len(task.speakers), size=task.n_src, replace=False)
+        speakers = [task.speakers[i] for i in picks]
+        sources = [render_utterance(tts, spk, rng, sr, opts) for spk in speakers]
+        lengths = [len(s) for s in sources]
+        n = min(lengths) if opts.mode == "min" else max(lengths)
+        noise = cafe_noise(rng, n, sr, bank, opts)
+        scaled, scaled_noise = mix_librimix(
+            sources, noise, sr, rng, opts.speech_lufs, opts.noise_lufs, opts.max_peak, opts.mode
+        )
+        q = quantize_mixture(scaled, scaled_noise)
+        mixture_id = "_".join(
+            f"{spk.spk_id}-{index * task.n_src + j:06d}" for j, spk in enumerate(speakers)
+        )
+        files = {"mix_both": q.mix_both, "mix_clean": q.mix_clean, "noise": q.noise}
+        files |= {f"s{j + 1}": s for j, s in enumerate(q.sources)}
+        for kind, data in files.items():
+            sf.write(out / kind / f"{mixture_id}.wav", data, sr, subtype="PCM_16")
+        rows.append((index, mixture_id, n))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Worker entry point: read a pickled :class:`ShardTask`, write the pickled rows."""
+    task_path, result_path = argv if argv is not None else sys.argv[1:]
+    task = pickle.loads(Path(task_path).read_bytes())
+    rows = run_shard(task)
+    tmp = Path(result_path + ".tmp")
+    tmp.write_bytes(pickle.dumps(rows))
+    tmp.rename(result_path)  # the result appears complete or not at all
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
