@@ -148,3 +148,13 @@ def test_se_loss_reductions_and_errors() -> None:
         se_loss(a, b, reduction="none")
     with pytest.raises(ValueError, match="shapes"):
         se_loss(a, b[..., :-1])
+
+
+def test_pit_usable_in_autograd_after_inference_mode_call() -> None:
+    """Validation runs under inference mode first; training must still backprop afterwards."""
+    with torch.inference_mode():
+        pit_si_snr(torch.randn(1, 4, 64), torch.randn(1, 4, 64))
+    est = torch.randn(2, 4, 64, requires_grad=True)
+    best, _ = pit_si_snr(est, torch.randn(2, 4, 64))
+    best.sum().backward()
+    assert est.grad is not None

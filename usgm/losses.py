@@ -50,8 +50,13 @@ def si_snr(est: Tensor, ref: Tensor, eps: float = 1e-8) -> Tensor:
 
 @lru_cache(maxsize=16)
 def _permutations(n_src: int, device: torch.device) -> Tensor:
-    """All n_src! permutations as a (P, C) int64 tensor, cached per device (no repeated H2D)."""
-    return torch.tensor(list(itertools.permutations(range(n_src))), device=device)
+    """All n_src! permutations as a (P, C) int64 tensor, cached per device (no repeated H2D).
+
+    Built outside inference mode: a cached tensor first made during validation (which Lightning
+    runs under ``torch.inference_mode``) must stay usable in autograd afterwards.
+    """
+    with torch.inference_mode(False):
+        return torch.tensor(list(itertools.permutations(range(n_src))), device=device)
 
 
 def pit_si_snr(est: Tensor, ref: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:

@@ -15,7 +15,7 @@ from usgm.evaluation.export import EXPORT_FORMAT, ModelFileError, export_model, 
 from usgm.evaluation.export import main as export_main
 
 
-@pytest.mark.parametrize("method", ["gm", "ss_only"])
+@pytest.mark.parametrize("method", ["ss_only", "mtl", "gm", "gm_released"])
 def test_round_trip_identical_outputs(tmp_path: Path, method: str, checkpoint_factory) -> None:
     ckpt = tmp_path / "m.ckpt"
     original = checkpoint_factory(ckpt, method=method)

@@ -113,3 +113,33 @@ def test_plots_written(tmp_path: Path) -> None:
     clean = [{"si_snr_i": 1.0, "input_snr": math.inf}] * 3  # sep_clean: no scatter plot
     (tmp_path / "c").mkdir()
     assert [p.name for p in report.make_plots(clean, tmp_path / "c")] == ["si_snr_i_hist.png"]
+
+
+def test_log_to_loggers_csv_and_wandb_payload(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    rows = [{"mixture_ID": f"u{i}", "si_snr": float(i), "si_snr_i": float(i + 1)} for i in range(3)]
+    stats = report.summarize(rows, ["si_snr", "si_snr_i"])
+    ex = tmp_path / "examples" / "u0"
+    report.write_example(ex, 8000, np.zeros(80), np.ones((2, 80)), np.ones((2, 80)))
+    plots = report.make_plots([{**r, "input_snr": 0.0} for r in rows], tmp_path)
+
+    class WandbLogger:  # stands in for Lightning's (same class name), records the payload
+        def __init__(self) -> None:
+            self.metrics: dict = {}
+            self.payload: dict = {}
+            self.experiment = SimpleNamespace(log=self.payload.update)
+
+        def log_metrics(self, m: dict) -> None:
+            self.metrics.update(m)
+
+        def finalize(self, status: str) -> None:
+            pass
+
+    csv_logger = CSVLogger(tmp_path, name="csv", version="")
+    wb = WandbLogger()
+    report.log_to_loggers([csv_logger, wb], stats, rows, ["si_snr", "si_snr_i"], [ex], plots)
+    assert "eval/si_snr_i" in (tmp_path / "csv" / "metrics.csv").read_text()
+    assert wb.metrics["eval/si_snr_i"] == pytest.approx(2.0)
+    assert "eval/per_utterance" in wb.payload and "eval/si_snr_i_hist" in wb.payload
+    assert "eval/examples/u0/s1_est" in wb.payload and "eval/examples/u0/mixture" in wb.payload

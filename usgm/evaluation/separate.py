@@ -310,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Separate speakers in recordings of any length, rate and channel count. "
         "Writes DIR/<name>_s1.wav … _sN.wav at each input's sample rate.",
     )
-    parser.add_argument("model", help="training checkpoint (.ckpt) or usgm-export model file")
+    parser.add_argument(
+        "model", metavar="MODEL", help="training checkpoint (.ckpt) or usgm-export model file"
+    )
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="audio file or folder of audio files"
     )

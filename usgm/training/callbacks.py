@@ -1,7 +1,10 @@
-"""Callbacks: validation audio examples and spectrograms for W&B and TensorBoard."""
+"""Callbacks: validation audio examples and spectrograms (W&B, TensorBoard), fault-tolerant
+last checkpoint."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -122,3 +125,47 @@ class AudioExampleLogger(pl.Callback):
                     )
             plt.close(fig)
         self._examples = []
+
+
+class LastCheckpoint(pl.Callback):
+    """Keeps ``<dirpath>/last.ckpt`` current for fault-tolerant resume.
+
+    Saved every ``every_n_train_steps`` optimizer steps (so a run killed mid-epoch loses at most
+    that many steps), after each validation and at the end of training. Each save goes to a
+    temporary file that replaces ``last.ckpt`` only when complete, so a kill during the write
+    never leaves a truncated checkpoint behind.
+
+    Args:
+        dirpath: checkpoint folder.
+        every_n_train_steps: period in optimizer steps; 0 disables the step trigger.
+        filename: name of the checkpoint file.
+    """
+
+    def __init__(self, dirpath: str, every_n_train_steps: int = 500, filename: str = "last.ckpt"):
+        self.dirpath = Path(dirpath)
+        self.every_n_train_steps = every_n_train_steps
+        self.filename = filename
+        self._saved_at: int | None = None
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if self._saved_at == trainer.global_step or trainer.fast_dev_run:
+            return
+        path = self.dirpath / self.filename
+        tmp = path.with_name(path.name + ".partial")
+        trainer.save_checkpoint(tmp)  # every rank calls; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
+        trainer.strategy.barrier("usgm_last_checkpoint")
+        self._saved_at = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        n = self.every_n_train_steps
+        if n and trainer.global_step > 0 and trainer.global_step % n == 0:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)

@@ -55,11 +55,16 @@ def build_module(cfg: DictConfig) -> SeparationModule:
     )
 
 
-def data_kwargs(data_cfg: DictConfig) -> dict[str, Any]:
-    """The DataModule's constructor arguments: `cfg.data` minus usgm's own keys."""
+def data_kwargs(data_cfg: DictConfig, seed: int = 0) -> dict[str, Any]:
+    """The DataModule's constructor arguments: `cfg.data` minus usgm's own keys.
+
+    A null `data.seed` takes the run's top-level `seed`.
+    """
     kw = to_plain(data_cfg)
     for key in _DATA_META_KEYS:
         kw.pop(key, None)
+    if kw.get("seed") is None:
+        kw["seed"] = int(seed)
     return kw
 
 
@@ -85,7 +90,7 @@ def ensure_default_data(data_cfg: DictConfig) -> None:
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """Instantiates `cfg.data._target_` (LibriMixDataModule by default)."""
-    kw = data_kwargs(cfg.data)
+    kw = data_kwargs(cfg.data, seed=cfg.get("seed", 0))
     kw.setdefault("_target_", "usgm.data.datamodule.LibriMixDataModule")
     return hydra.utils.instantiate(kw, _convert_="all")
 

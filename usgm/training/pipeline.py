@@ -27,10 +27,10 @@ def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _checkpoint_callback(trainer: pl.Trainer) -> pl.callbacks.ModelCheckpoint | None:
-    for cb in trainer.callbacks:
-        if isinstance(cb, pl.callbacks.ModelCheckpoint):
-            return cb
-    return None
+    """The checkpoint callback that tracks the best model (the monitored one, if any)."""
+    found = [cb for cb in trainer.callbacks if isinstance(cb, pl.callbacks.ModelCheckpoint)]
+    monitored = [cb for cb in found if cb.monitor]
+    return (monitored or found or [None])[0]
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -178,3 +178,109 @@ def smooth_envelope(
     w = 0.5 - 0.5 * np.cos(math.pi * frac)
     db = values[idx] * (1 - w) + values[idx + 1] * w
     return 10 ** (db / 20)
+
+
+def _random_curve(rng: np.random.Generator, n: int, sr: int, period_s: tuple[float, float]):
+    """Values in [-1, 1] at random knots every ``period_s`` seconds, linearly joined; (n,)."""
+    if n == 0:
+        return np.zeros(0)
+    knots = [0.0]
+    while knots[-1] < n / sr:
+        knots.append(knots[-1] + rng.uniform(*period_s))
+    return np.interp(np.arange(n) / sr, knots, rng.uniform(-1, 1, len(knots)))
+
+
+def time_warp(
+    x: np.ndarray, sr: int, rng: np.random.Generator, drift: float, jitter: float
+) -> np.ndarray:
+    """Read ``x`` at a randomly varying rate: slow drift (prosody) plus fast jitter (F0 jitter).
+
+    A rate of 1 + d shifts pitch and formants by d and shortens the signal by the same factor, as
+    a varispeed tape would; over an utterance the slow part wanders like intonation/tempo and the
+    fast part (knots every 4–9 ms, about one pitch period) perturbs consecutive periods.
+
+    Args:
+        x: (T,) signal.
+        sr: its sample rate.
+        rng: random generator.
+        drift: largest relative rate deviation of the slow part (0.05 = ±5 %).
+        jitter: largest relative rate deviation of the fast part.
+
+    Returns:
+        (T',) warped signal, T' ≈ T.
+    """
+    if (drift <= 0 and jitter <= 0) or len(x) < 2:
+        return x
+    n = len(x)
+    rate = np.ones(n)
+    if drift > 0:
+        rate += drift * _random_curve(rng, n, sr, (0.25, 0.9))
+    if jitter > 0:
+        rate += jitter * _random_curve(rng, n, sr, (0.004, 0.009))
+    pos = np.concatenate([[0.0], np.cumsum(rate)])
+    pos = pos[pos <= n - 1]
+    return np.interp(pos, np.arange(n), x)
+
+
+def shimmer(x: np.ndarray, sr: int, rng: np.random.Generator, depth_db: float) -> np.ndarray:
+    """Fast random amplitude perturbation (±``depth_db`` dB, knots every 4–9 ms)."""
+    if depth_db <= 0 or len(x) == 0:
+        return x
+    return x * 10 ** (depth_db * _random_curve(rng, len(x), sr, (0.004, 0.009)) / 20)
+
+
+def band_limit(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """A random telephone/microphone band: high-pass 80–350 Hz and low-pass 2.6–3.9 kHz."""
+    sos = np.concatenate(
+        [
+            butter(2, rng.uniform(80, 350), btype="high", fs=sr, output="sos"),
+            butter(int(rng.integers(2, 7)), min(rng.uniform(2600, 3900), 0.45 * sr),
+                   btype="low", fs=sr, output="sos"),
+        ]
+    )  # fmt: skip
+    return sosfilt(sos, x)
+
+
+def speech_shaped_noise(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Gaussian noise with a long-term speech-like spectrum (peak 300–700 Hz, −6…−12 dB/oct
+    above); unit RMS."""
+    if n == 0:
+        return np.zeros(0)
+    m = next_fast_len(n, real=True)
+    spec = np.fft.rfft(rng.standard_normal(m))
+    f = np.fft.rfftfreq(m, 1 / sr)
+    peak = rng.uniform(300, 700)
+    slope = rng.uniform(6, 12) / (20 * math.log10(2))
+    shape = np.where(f < peak, np.maximum(f, 60) / peak, (np.maximum(f, 1) / peak) ** (-slope))
+    y = np.fft.irfft(spec * shape, m)[:n]
+    rms = np.sqrt(np.mean(y**2))
+    return y / rms if rms > 0 else y
+
+
+def machinery_noise(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Hum and whine of machines: harmonics of a 40–400 Hz fundamental with slow wobble, plus
+    filtered broadband noise (fans); unit RMS."""
+    if n == 0:
+        return np.zeros(0)
+    f0 = rng.uniform(40, 400)
+    wobble = 1 + 0.01 * _random_curve(rng, n, sr, (0.5, 2.0))
+    phase = 2 * np.pi * np.cumsum(f0 * wobble) / sr
+    y = np.zeros(n)
+    for k in range(1, int(rng.integers(3, 12))):
+        if k * f0 >= 0.45 * sr:
+            break
+        y += rng.uniform(0.1, 1.0) / k**rng.uniform(0.3, 1.2) * np.sin(k * phase + rng.uniform(0, 6))
+    y /= np.sqrt(np.mean(y**2)) + 1e-12
+    fan = sosfilt(biquad("peak", rng.uniform(200, 2500), sr, q=rng.uniform(0.5, 3),
+                         gain_db=rng.uniform(6, 18)), coloured_noise(rng, n, sr, rng.uniform(0, 4)))  # fmt: skip
+    y = y + fan * 10 ** (rng.uniform(-10, 6) / 20)
+    return y / (np.sqrt(np.mean(y**2)) + 1e-12)
+
+
+def traffic_noise(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Road-like noise: brown/pink rumble with slow swells of passing vehicles; unit RMS."""
+    if n == 0:
+        return np.zeros(0)
+    y = coloured_noise(rng, n, sr, slope_db=rng.uniform(3, 7))
+    y = y * smooth_envelope(rng, n, sr, depth_db=rng.uniform(3, 12), period_s=(1.0, 4.0))
+    return y / (np.sqrt(np.mean(y**2)) + 1e-12)

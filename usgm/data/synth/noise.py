@@ -98,6 +98,35 @@ def transients(rng: np.random.Generator, n: int, sr: int, per_second: float) -> 
     return out
 
 
+def mixture_noise(
+    rng: np.random.Generator,
+    n: int,
+    sr: int,
+    bank: list[np.ndarray],
+    options: SynthOptions,
+) -> np.ndarray:
+    """The noise of one mixture: a kind drawn from ``options.noise_kinds``.
+
+    With the single kind ``cafe`` (the default) this is exactly :func:`cafe_noise` (no extra
+    draw). Other kinds: ``speech_shaped`` (long-term speech spectrum), ``machinery`` (hum and
+    fans), ``traffic`` (rumble with swells); each gets some café babble and transients on top at
+    a random lower level, as real places are rarely one pure sound.
+    """
+    kinds = options.noise_kinds
+    kind = kinds[0] if len(kinds) == 1 else kinds[int(rng.integers(len(kinds)))]
+    if kind == "cafe":
+        return cafe_noise(rng, n, sr, bank, options)
+    make = {
+        "speech_shaped": dsp.speech_shaped_noise,
+        "machinery": dsp.machinery_noise,
+        "traffic": dsp.traffic_noise,
+    }[kind]
+    x = make(rng, n, sr)
+    x += babble(rng, n, bank, options.babble_talkers) * 10 ** (rng.uniform(-25, -3) / 20)
+    x += transients(rng, n, sr, per_second=rng.uniform(0, 0.4)) * rng.uniform(0.5, 2.0)
+    return x
+
+
 def cafe_noise(
     rng: np.random.Generator,
     n: int,

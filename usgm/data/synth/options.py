@@ -14,6 +14,7 @@ from typing import Any
 from usgm.data.errors import DataError
 
 SPLITS = ("train", "dev", "test")
+NOISE_KINDS = ("cafe", "speech_shaped", "machinery", "traffic")
 # Folder names of the LibriMix layout for each generated split.
 SPLIT_DIRS = {"train": "train-360", "dev": "dev", "test": "test"}
 
@@ -35,6 +36,21 @@ class SynthOptions:
         room_tone_db: range (dB relative to the speech RMS) of a low coloured noise floor under
             each utterance, so speech never sits in exact digital silence; None disables it.
         eq_db: largest gain (±dB) of the random per-utterance shelving/peaking EQ; 0 disables.
+        breath_fraction: share of speakers with eSpeak breath noise (breathy voices).
+        word_gap: largest extra pause between words (eSpeak WORDGAP, 10 ms units), drawn per
+            utterance from 0 … word_gap.
+        drift: largest relative deviation of a smooth random time warp of each utterance (pitch,
+            formants and tempo drift together, like natural prosody and F0 wander); 0 disables.
+        jitter: relative size of fast random F0/period perturbation (jitter) added to the warp;
+            0 disables.
+        shimmer_db: size (dB) of fast random amplitude perturbation (shimmer); 0 disables.
+        level_db: largest slow level change (± dB) within an utterance; 0 disables.
+        band_limit: probability of a random band limit per utterance (high-pass 80–350 Hz,
+            low-pass 2.6–3.9 kHz: telephone/microphone bandwidths).
+        reverb: probability of reverberating an utterance with a synthetic room response.
+        reverb_rt60: range of the reverberation time (s) of those rooms.
+        noise_kinds: noise types drawn per mixture: ``cafe`` (babble + background + transients),
+            ``speech_shaped``, ``machinery``, ``traffic``.
         babble_bank: distant-talker recordings synthesised per shard for the babble noise.
         babble_talkers: (min, max) simultaneous talkers in one babble noise.
         shard_size: mixtures per worker process. Part of the output's identity: the same seed
@@ -51,6 +67,16 @@ class SynthOptions:
     klatt_fraction: float = 0.1
     room_tone_db: tuple[float, float] | None = (-60.0, -45.0)
     eq_db: float = 3.0
+    breath_fraction: float = 0.35
+    word_gap: int = 0
+    drift: float = 0.0
+    jitter: float = 0.0
+    shimmer_db: float = 0.0
+    level_db: float = 0.0
+    band_limit: float = 0.0
+    reverb: float = 0.0
+    reverb_rt60: tuple[float, float] = (0.15, 0.6)
+    noise_kinds: tuple[str, ...] = ("cafe",)
     babble_bank: int = 24
     babble_talkers: tuple[int, int] = (3, 7)
     shard_size: int = 100
@@ -73,9 +99,22 @@ class SynthOptions:
             raise bad("speakers", f"needs 4 pool sizes in 1..9999, got {self.speakers}")
         if self.speakers[3] < 5:
             raise bad("speakers", "the babble pool needs at least 5 speakers")
-        for key in ("english_fraction", "klatt_fraction"):
+        for key in ("english_fraction", "klatt_fraction", "breath_fraction", "band_limit", "reverb"):
             if not 0 <= getattr(self, key) <= 1:
                 raise bad(key, "must be in [0, 1]")
+        if not 0 <= self.word_gap <= 50:
+            raise bad("word_gap", "must be in 0..50")
+        for key in ("drift", "jitter"):
+            if not 0 <= getattr(self, key) < 0.5:
+                raise bad(key, "must be in [0, 0.5)")
+        for key in ("shimmer_db", "level_db"):
+            if not 0 <= getattr(self, key) <= 20:
+                raise bad(key, "must be in [0, 20] dB")
+        if not 0 < self.reverb_rt60[0] <= self.reverb_rt60[1] <= 3:
+            raise bad("reverb_rt60", "needs 0 < low <= high <= 3 s")
+        unknown = set(self.noise_kinds) - set(NOISE_KINDS)
+        if not self.noise_kinds or unknown:
+            raise bad("noise_kinds", f"needs one or more of {', '.join(NOISE_KINDS)}")
         if self.babble_bank < 1 or not 1 <= self.babble_talkers[0] <= self.babble_talkers[1]:
             raise bad("babble_talkers", "needs 1 <= min <= max and babble_bank >= 1")
         if self.shard_size < 1:
@@ -91,7 +130,9 @@ class SynthOptions:
                 f"unknown synth option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
             )
         # JSON round trips turn tuples into lists: normalise back.
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+        fixed = {
+            k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()
+        }
         return cls(**fixed)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,9 @@
-"""One speaker utterance: random text → eSpeak → trim → resample → mild EQ → room tone."""
+"""One speaker utterance: text → eSpeak → trim → warp/shimmer → resample → level, room, EQ, band
+→ room tone.
+
+Every realism step is an option of :class:`~usgm.data.synth.options.SynthOptions`; a disabled
+step draws nothing from the random generator, so turning options off gives the older output.
+"""
 
 from __future__ import annotations
 
@@ -43,15 +48,28 @@ def render_utterance(
         pitch=int(rng.integers(40, 61)),
         pitch_range=int(rng.integers(35, 80)),
         seed=int(rng.integers(2**31)),
+        **({"word_gap": int(rng.integers(0, options.word_gap + 1))} if options.word_gap else {}),
     )
     x = dsp.trim_silence(raw.astype(np.float64) / 32768.0, tts.sample_rate, rng)
+    if options.drift or options.jitter:
+        x = dsp.time_warp(x, tts.sample_rate, rng, options.drift, options.jitter)
+    x = dsp.shimmer(x, tts.sample_rate, rng, options.shimmer_db)
     x = dsp.resample(x, tts.sample_rate, sr)
     limit = int(1.15 * options.utterance_s[1] * sr)
     if len(x) > limit:
         x = x[:limit]
         fade = int(_FADE_S * sr)
         x[-fade:] *= np.linspace(1.0, 0.0, fade)
+    if options.level_db > 0:
+        x = x * dsp.smooth_envelope(rng, len(x), sr, rng.uniform(0, options.level_db), (0.3, 1.5))
+    if options.reverb > 0 and rng.random() < options.reverb:
+        rir = dsp.synthetic_rir(
+            rng, sr, rt60=rng.uniform(*options.reverb_rt60), drr_db=rng.uniform(0, 15)
+        )
+        x = dsp.reverberate(x, rir)
     x = dsp.random_eq(x, sr, rng, options.eq_db)
+    if options.band_limit > 0 and rng.random() < options.band_limit:
+        x = dsp.band_limit(x, sr, rng)
     if options.room_tone_db is not None:
         level = dsp.active_rms(x, sr) * 10 ** (rng.uniform(*options.room_tone_db) / 20)
         x = x + level * dsp.coloured_noise(rng, len(x), sr, slope_db=rng.uniform(2, 6))

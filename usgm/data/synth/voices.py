@@ -139,7 +139,7 @@ def sample_speaker(
         rng: random generator.
         spk_id: the speaker's ID.
         pool: the pool it belongs to.
-        options: generator options (language mix, Klatt share).
+        options: generator options (language mix, Klatt and breathy shares).
 
     Returns:
         A :class:`Speaker`.
@@ -181,7 +181,7 @@ def sample_speaker(
         int(rng.integers(1000, 1500)), int(rng.integers(100, 175)),
         int(rng.integers(1800, 2600)), int(rng.integers(70, 140)),
     )  # fmt: skip
-    breathy = rng.random() < 0.35
+    breathy = rng.random() < options.breath_fraction
     if breathy:
         level = rng.uniform(1, 7)
         breath = tuple(round(level * w) for w in (0.6, 0.8, 1, 1, 1, 1, 1, 0.8))

@@ -60,7 +60,7 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
     """
     # Imported here: the synthesiser stack is only needed inside workers.
     from usgm.data.synth.espeak import Espeak
-    from usgm.data.synth.noise import cafe_noise, make_babble_bank
+    from usgm.data.synth.noise import make_babble_bank, mixture_noise
     from usgm.data.synth.speech import render_utterance
 
     opts, sr = task.options, task.sample_rate
@@ -78,7 +78,7 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
         sources = [render_utterance(tts, spk, rng, sr, opts) for spk in speakers]
         lengths = [len(s) for s in sources]
         n = min(lengths) if opts.mode == "min" else max(lengths)
-        noise = cafe_noise(rng, n, sr, bank, opts)
+        noise = mixture_noise(rng, n, sr, bank, opts)
         scaled, scaled_noise = mix_librimix(
             sources, noise, sr, rng, opts.speech_lufs, opts.noise_lufs, opts.max_peak, opts.mode
         )

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Real-vs-synthetic transfer of a study-size model trained 10 minutes on one GPU (issue 5).
+#
+# Two device calls on the same warm machine (each call has a 600 s limit):
+#   stage 1: install the carried wheels, generate the default corpus (improved generator, more
+#            training mixtures for dynamic mixing), train experiment=default_gpu for what is left
+#            of the call (about 7-8 min of the 10), checkpointing into $RUN (outside $OUT).
+#   stage 2: resume from last.ckpt until 10 min of training in total (Lightning's Timer state is
+#            in the checkpoint), test on the synthetic test split, then score the best
+#            checkpoint on the real-speech dev set (benchmarks/real_speech_transfer.py) and
+#            write everything under $OUT.
+#
+#   bash benchmarks/gpu_transfer_run.sh 1      # device call 1
+#   bash benchmarks/gpu_transfer_run.sh 2      # device call 2 (same warm machine)
+#
+# The real-speech set is built beforehand on a machine with apt and carried (the device has no
+# internet/apt):  python benchmarks/real_speech_transfer.py --build-only --n-src 2
+# → data/real_speech/mix/real2mix_dev (~13 MB). Carry it and .whl/ with the call.
+#
+# Environment: RUN (default /tmp/gpu_run), OUT (results; default $RUN/out), PYTHON (python3),
+# GPU_TRANSFER_TINY=1 (a CPU dry run of the same logic in seconds: tiny data and model),
+# GPU_TRANSFER_NO_INSTALL=1 (skip the wheel install), CALL_LIMIT (seconds per call, 600).
+set -euo pipefail
+STAGE=${1:?usage: gpu_transfer_run.sh 1|2}
+T0=$(date +%s)
+RUN=${RUN:-/tmp/gpu_run}
+OUT=${OUT:-$RUN/out}
+PY=${PYTHON:-python3}
+CALL_LIMIT=${CALL_LIMIT:-600}
+TOTAL_TRAIN_S=${TOTAL_TRAIN_S:-600}
+MIX_DIR=${MIX_DIR:-data/real_speech/mix}
+mkdir -p "$RUN" "$OUT"
+LOG="$OUT/stage$STAGE.log"
+exec > >(tee -a "$LOG") 2>&1
+echo "[gpu-transfer] stage $STAGE start $(date -u +%FT%TZ) on $(hostname)"
+
+if [ -z "${GPU_TRANSFER_NO_INSTALL:-}" ] && [ -d .whl ] && [ ! -f /tmp/site/.usgm_installed ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  touch /tmp/site/.usgm_installed
+fi
+export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+
+DATA="$RUN/data/default_2mix"
+COMMON=(experiment=default_gpu "paths.log_dir=$RUN/logs" "data.root=$DATA")
+if [ -n "${GPU_TRANSFER_TINY:-}" ]; then
+  COMMON+=(trainer=cpu trainer.precision=32 data.num_workers=0 data.pin_memory=false
+           data.segment=0.5 data.batch_size=2
+           data.generate.n_train=12 data.generate.n_dev=3 data.generate.n_test=3
+           model.net.n_filters=16 model.net.d_model=16 model.net.n_heads=2 model.net.d_ffn=32
+           model.net.chunk_size=10 "model.net.ss={n_blocks: 1, n_intra: 1, n_inter: 1}"
+           callbacks.audio_examples.n_examples=1)
+else
+  COMMON+=(trainer=gpu)
+fi
+hms() { printf '00:%02d:%02d:%02d' $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60)); }
+
+if [ "$STAGE" = 1 ]; then
+  rm -rf "$RUN/logs" "$RUN/data"
+  nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null | tee "$OUT/gpu.txt" || true
+  # Generate with the same options train.py would use (data.generate of the experiment).
+  G0=$(date +%s)
+  "$PY" - "${COMMON[@]}" <<'PYEOF'
+import os, sys, time
+from hydra import compose, initialize_config_dir
+from usgm.training.factory import ensure_default_data, register_resolvers
+register_resolvers()
+with initialize_config_dir(version_base="1.3", config_dir=os.path.abspath("conf")):
+    cfg = compose("train", overrides=[o for o in sys.argv[1:] if not o.startswith("trainer")],
+                  return_hydra_config=False)
+t = time.time()
+ensure_default_data(cfg.data)
+print(f"[gpu-transfer] generated {cfg.data.root} in {time.time() - t:.1f} s", flush=True)
+PYEOF
+  echo "{\"generate_s\": $(($(date +%s) - G0))}" > "$OUT/generate.json"
+  # Train for what is left of this call (margin for start-up, last validation, checkpoint).
+  LEFT=$((CALL_LIMIT - ($(date +%s) - T0) - ${MARGIN_S:-75}))
+  [ "$LEFT" -gt "$TOTAL_TRAIN_S" ] && LEFT=$TOTAL_TRAIN_S
+  [ "$LEFT" -lt 10 ] && LEFT=10
+  echo "[gpu-transfer] training for $LEFT s in this call (max_time $(hms "$LEFT"))"
+  "$PY" train.py "${COMMON[@]}" "trainer.max_time=$(hms "$LEFT")" test=false
+  LAST=$(ls -t "$RUN"/logs/default_gpu/runs/*/checkpoints/last.ckpt | head -1)
+  echo "$LAST" > "$RUN/last_ckpt.txt"
+  cp "$(dirname "$(dirname "$LAST")")/results.json" "$OUT/results_stage1.json" || true
+  echo "[gpu-transfer] stage 1 done in $(($(date +%s) - T0)) s; checkpoint $LAST"
+elif [ "$STAGE" = 2 ]; then
+  LAST=$(cat "$RUN/last_ckpt.txt")
+  echo "[gpu-transfer] resuming $LAST until $(hms "$TOTAL_TRAIN_S") of training"
+  # test=false: the transfer script below scores the synthetic test split with the same SI-SNR
+  # (a resumed run's restored "best" path can point at a checkpoint that no longer exists).
+  "$PY" train.py "${COMMON[@]}" "trainer.max_time=$(hms "$TOTAL_TRAIN_S")" "ckpt_path=$LAST" \
+    test=false
+  RES=$(ls -t "$RUN"/logs/default_gpu/runs/*/results.json | head -1)
+  cp "$RES" "$OUT/results_train.json"
+  for d in "$RUN"/logs/default_gpu/runs/*/; do
+    cp -r "$d/csv" "$OUT/csv_$(basename "$d")" 2>/dev/null || true
+  done
+  # Best checkpoint of both calls by validation SI-SNRi (the number in its file name).
+  BEST=$("$PY" - "$RUN"/logs/default_gpu/runs/*/checkpoints/epoch*.ckpt <<'PYEOF'
+import re, sys
+score = lambda p: float(re.search(r"sisnri(-?[0-9.]+)\.ckpt$", p).group(1))
+print(max(sys.argv[1:], key=score))
+PYEOF
+)
+  echo "$BEST" > "$OUT/best_checkpoint.txt"
+  echo "[gpu-transfer] scoring $BEST"
+  DEV=cuda
+  [ -n "${GPU_TRANSFER_TINY:-}" ] && DEV=cpu
+  REAL_ARGS=(--model "$BEST" --synthetic-root "$DATA" --mix-dir "$MIX_DIR" --n-src 2
+             --device "$DEV" --out "$OUT/real_speech_transfer.json")
+  [ -n "${GPU_TRANSFER_TINY:-}" ] && REAL_ARGS+=(--smoke --speech-dir "${SPEECH_DIR:?}")
+  "$PY" benchmarks/real_speech_transfer.py "${REAL_ARGS[@]}"
+  echo "[gpu-transfer] stage 2 done in $(($(date +%s) - T0)) s"
+else
+  echo "usage: gpu_transfer_run.sh 1|2" >&2
+  exit 2
+fi

@@ -1,0 +1,137 @@
+"""benchmarks/real_speech_transfer.py: mixture building (speakers, loudness, sums) and a smoke run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from usgm.data.mixing import loudness
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "real_speech_transfer.py"
+SR = 8000
+
+
+@pytest.fixture(scope="module")
+def rst():
+    spec = importlib.util.spec_from_file_location("real_speech_transfer", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["real_speech_transfer"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _tone_speech(rng: np.random.Generator, f0: float, seconds: float) -> np.ndarray:
+    """A crude voiced stand-in: harmonics of ``f0`` with a syllable-rate envelope."""
+    t = np.arange(int(seconds * SR)) / SR
+    x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 8))
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6)) ** 2
+    return (0.3 * x * env / 4).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def speech_dir(tmp_path_factory, rst) -> Path:
+    """Stand-in prompts: one folder per speaker key, 8 short files each (a 16 kHz one too)."""
+    root = tmp_path_factory.mktemp("speech")
+    rng = np.random.default_rng(0)
+    for i, key in enumerate(["allison", "june", "carlo", "ru"]):
+        d = root / key
+        d.mkdir()
+        for k in range(8):
+            sr = 16000 if k == 0 else SR
+            x = _tone_speech(rng, 100 + 40 * i, rng.uniform(0.4, 0.9))
+            if sr != SR:
+                x = np.repeat(x, 2)
+            sf.write(d / f"p{k}.wav", x, sr, subtype="PCM_16")
+    return root
+
+
+def _spec(rst, n_src: int, split: str = "dev"):
+    return rst.BuildSpec(n_src=n_src, n_mix=6, split=split, seed=3, utterance_s=(1.0, 2.0),
+                         babble=False)  # fmt: skip
+
+
+def test_speaker_table_treats_allison_as_one_person(rst) -> None:
+    pkgs = rst.SPEAKERS["allison"][0]
+    assert "asterisk-core-sounds-en-wav" in pkgs and "asterisk-core-sounds-es-wav" in pkgs
+    assert len(rst.PACKAGES) == len(set(rst.PACKAGES)) == 8
+    assert "apt-get download" in rst.APT_COMMAND
+
+
+@pytest.mark.parametrize("n_src", [2, 3])
+def test_mixtures_have_different_people_and_librimix_levels(rst, speech_dir, tmp_path, n_src):
+    speech = rst.speaker_files(speech_dir)
+    assert set(speech) == {"allison", "june", "carlo", "ru"}
+    folder = rst.build_set(_spec(rst, n_src), speech, tmp_path / "set", log=lambda m: None)
+    items = rst.load_set(folder, _spec(rst, n_src))
+    assert items is not None and len(items) == 6
+    for it in items:
+        assert len(set(it["speakers"])) == n_src  # different people in every mixture
+        src = it["sources"].astype(np.float64) / 32768
+        assert src.shape[0] == n_src and src.shape[1] == it["length"]  # min mode
+        for s in src:
+            assert -33.5 <= loudness(s, SR) <= -24.5  # LibriMix speech range
+        mix = src.sum(0) + it["noise"] / 32768
+        assert np.max(np.abs(mix)) <= 0.9 + 1e-3
+    # dev and test use disjoint prompt files
+    test_items = rst.load_set(
+        rst.build_set(_spec(rst, n_src, "test"), speech, tmp_path / "t", log=lambda m: None)
+    )
+    dev_prompts = {p for it in items for ps in it["prompts"] for p in ps}
+    test_prompts = {p for it in test_items for ps in it["prompts"] for p in ps}
+    by_file = {rst.prompt_key(f): f for fs in speech.values() for f in fs}
+    assert all(rst.split_of(by_file[p]) == "dev" for p in dev_prompts)
+    assert all(rst.split_of(by_file[p]) == "test" for p in test_prompts)
+
+
+def test_mixtures_are_consistent_and_reproducible(rst, speech_dir, tmp_path) -> None:
+    speech = rst.speaker_files(speech_dir)
+    a = rst.load_set(rst.build_set(_spec(rst, 2), speech, tmp_path / "a", log=lambda m: None))
+    b = rst.load_set(rst.build_set(_spec(rst, 2), speech, tmp_path / "b", log=lambda m: None))
+    for x, y in zip(a, b, strict=True):
+        assert x["speakers"] == y["speakers"]
+        np.testing.assert_array_equal(x["sources"], y["sources"])
+        np.testing.assert_array_equal(x["noise"], y["noise"])
+    for (_, mix, srcs), it in zip(rst.mixtures_from_set(a), a, strict=True):
+        exact = it["sources"].astype(np.int64).sum(0) + it["noise"]
+        np.testing.assert_array_equal(np.rint(mix * 32768).astype(np.int64), exact)
+        assert srcs.shape == (2, len(mix))
+    # a manifest built with another spec is not reused
+    assert rst.load_set(tmp_path / "a", _spec(rst, 3)) is None
+
+
+def test_missing_speech_says_what_to_install(rst, tmp_path, capsys) -> None:
+    code = rst.main(["--build-only", "--n-src", "2", "--cache", str(tmp_path / "c"),
+                     "--speech-dir", str(tmp_path / "none"), "--no-babble"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "apt-get download asterisk-core-sounds-en-wav" in err
+
+
+def test_smoke_run_scores_a_model(rst, speech_dir, tmp_path) -> None:
+    from usgm.evaluation.export import EXPORT_FORMAT
+    from usgm.models import build_model
+
+    torch.manual_seed(0)
+    cfg = {"n_src": 2, "n_filters": 16, "kernel_size": 16, "stride": 8, "chunk_size": 10,
+           "d_model": 16, "n_heads": 2, "d_ffn": 32,
+           "se": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
+           "ss": {"n_blocks": 1, "n_intra": 1, "n_inter": 1}}  # fmt: skip
+    model = build_model(cfg)
+    path = tmp_path / "m.pt"
+    torch.save({"format": EXPORT_FORMAT, "version": 1, "model": cfg, "sample_rate": SR,
+                "state_dict": model.state_dict(), "meta": {}}, path)  # fmt: skip
+    out = tmp_path / "r.json"
+    code = rst.main(["--smoke", "--model", str(path), "--speech-dir", str(speech_dir),
+                     "--mix-dir", str(tmp_path / "mix"), "--synthetic-root",
+                     str(tmp_path / "absent"), "--out", str(out)])  # fmt: skip
+    assert code == 0
+    res = json.loads(out.read_text())
+    assert res["real"]["2spk"]["n"] == 4 and np.isfinite(res["real"]["2spk"]["si_snri"])
+    assert res["real"]["3spk"]["skipped"]
+    assert res["synthetic"] is None

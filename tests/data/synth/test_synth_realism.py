@@ -1,0 +1,88 @@
+"""Realism options of the generator: DSP building blocks, option checks, noise kinds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from usgm.data.errors import DataError
+from usgm.data.synth import SynthOptions, dsp
+from usgm.data.synth.noise import cafe_noise, mixture_noise
+from usgm.data.synth.voices import estimate_f0
+
+SR = 8000
+
+
+def _tone(f0: float, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 5))
+
+
+def test_time_warp_moves_pitch_and_keeps_length_close() -> None:
+    x = _tone(150.0, 2.0)
+    rng = np.random.default_rng(0)
+    y = dsp.time_warp(x, SR, rng, drift=0.08, jitter=0.02)
+    assert abs(len(y) - len(x)) < 0.1 * len(x) and np.all(np.isfinite(y))
+    assert not np.allclose(y[: len(x) // 2], x[: len(x) // 2])
+    assert 120 < estimate_f0(y, SR) < 180
+    assert dsp.time_warp(x, SR, rng, 0.0, 0.0) is x
+
+
+def test_shimmer_and_band_limit() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(SR)
+    y = dsp.shimmer(x, SR, rng, 2.0)
+    ratio = np.abs(y / x)
+    assert 10 ** (-2.01 / 20) <= ratio.min() and ratio.max() <= 10 ** (2.01 / 20)
+    assert dsp.shimmer(x, SR, rng, 0.0) is x
+    z = dsp.band_limit(x, SR, rng)
+    spec_x, spec_z = np.abs(np.fft.rfft(x)), np.abs(np.fft.rfft(z))
+    f = np.fft.rfftfreq(len(x), 1 / SR)
+    hi = f > 3950
+    assert spec_z[hi].mean() < 0.5 * spec_x[hi].mean()
+
+
+@pytest.mark.parametrize("make", [dsp.speech_shaped_noise, dsp.machinery_noise, dsp.traffic_noise])
+def test_noise_kinds_have_unit_rms(make) -> None:
+    y = make(np.random.default_rng(2), 3 * SR, SR)
+    assert y.shape == (3 * SR,) and np.all(np.isfinite(y))
+    assert np.sqrt(np.mean(y**2)) == pytest.approx(1.0, rel=1e-3)
+    assert make(np.random.default_rng(2), 0, SR).shape == (0,)
+
+
+def test_mixture_noise_draws_its_kind() -> None:
+    bank = [np.random.default_rng(k).standard_normal(2 * SR) for k in range(3)]
+    only_cafe = SynthOptions(noise_kinds=("cafe",))
+    a = mixture_noise(np.random.default_rng(5), SR, SR, bank, only_cafe)
+    b = cafe_noise(np.random.default_rng(5), SR, SR, bank, only_cafe)
+    np.testing.assert_array_equal(a, b)  # one kind: no extra draw, the plain café noise
+    opts = SynthOptions(noise_kinds=("machinery", "traffic"))
+    for seed in range(4):
+        y = mixture_noise(np.random.default_rng(seed), SR, SR, bank, opts)
+        assert y.shape == (SR,) and np.all(np.isfinite(y)) and np.abs(y).max() > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"noise_kinds": ("rain",)}, "noise_kinds"),
+        ({"noise_kinds": ()}, "noise_kinds"),
+        ({"drift": 0.7}, "drift"),
+        ({"jitter": -0.1}, "jitter"),
+        ({"level_db": 30}, "level_db"),
+        ({"reverb": 1.5}, "reverb"),
+        ({"reverb_rt60": (0.5, 0.2)}, "reverb_rt60"),
+        ({"word_gap": -1}, "word_gap"),
+        ({"breath_fraction": 2}, "breath_fraction"),
+    ],
+)
+def test_bad_realism_options_name_the_key(kwargs, key) -> None:
+    with pytest.raises(DataError, match=key):
+        SynthOptions.from_kwargs(**kwargs)
+
+
+def test_options_round_trip_through_json_lists() -> None:
+    opts = SynthOptions()
+    again = SynthOptions.from_kwargs(**{k: list(v) if isinstance(v, tuple) else v
+                                        for k, v in opts.to_dict().items()})  # fmt: skip
+    assert again == opts
