@@ -159,3 +159,14 @@ def test_hparams_are_plain_data() -> None:
         return x is None or isinstance(x, bool | int | float | str)
 
     assert plain(hp)
+
+
+@pytest.mark.parametrize("method", ["gm", "mtl"])
+def test_update_is_clipped_to_the_configured_norm(method: str) -> None:
+    torch.manual_seed(0)
+    module = SeparationModule(
+        model=TINY, method=method, optim={"name": "sgd", "lr": 1.0}, clip_grad_norm=1e-3
+    )
+    delta = _one_step(module, _batch())
+    total = torch.sqrt(sum(d.double().square().sum() for d in delta.values()))
+    assert float(total) == pytest.approx(1e-3, rel=1e-3)

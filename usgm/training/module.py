@@ -158,9 +158,7 @@ class SeparationModule(pl.LightningModule):
         else:
             self._gm_released_backward(l_ss, w * losses["se"])
 
-        clip = self.hparams["clip_grad_norm"]
-        if clip:
-            self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        self._clip_gradients(opt)
         opt.step()
 
         bs = batch["mix"].shape[0]
@@ -172,6 +170,18 @@ class SeparationModule(pl.LightningModule):
         self.log("train/si_snr", sisnr.mean(), prog_bar=True, batch_size=bs)
         self.log("train/lr", opt.param_groups[0]["lr"], batch_size=bs)
         return l_ss.detach()
+
+    def _clip_gradients(self, opt) -> None:
+        """L2-norm clipping of the final (combined) update."""
+        clip = self.hparams["clip_grad_norm"]
+        if not clip:
+            return
+        if getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            # fp32 / bf16-mixed: gradients are unscaled, so clip directly; this also works with
+            # fused Adam, which Lightning's clip_gradients refuses under mixed precision.
+            torch.nn.utils.clip_grad_norm_(self.parameters(), clip, foreach=True)
+        else:  # 16-mixed: Lightning unscales before clipping
+            self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def _gm_backward(self, l_ss: Tensor, l_se: Tensor) -> None:
         """g = g_SS + g_SE' on shared parameters, g_SS elsewhere (paper Eq. 5–6)."""
@@ -270,7 +280,10 @@ class SeparationModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         o, s = self.hparams["optim"], self.hparams["scheduler"]
         if o["name"] == "adam":
-            fused = o["fused"] if o["fused"] is not None else next(self.parameters()).is_cuda
+            fused = o["fused"]
+            if fused is None:  # fused Adam on CUDA, except with a 16-bit loss scaler
+                scaler = getattr(self._trainer, "precision", "") if self._trainer else ""
+                fused = next(self.parameters()).is_cuda and not str(scaler).startswith("16")
             opt = torch.optim.Adam(
                 self.parameters(),
                 lr=o["lr"],
