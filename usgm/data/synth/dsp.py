@@ -269,7 +269,11 @@ def machinery_noise(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     for k in range(1, int(rng.integers(3, 12))):
         if k * f0 >= 0.45 * sr:
             break
-        y += rng.uniform(0.1, 1.0) / k**rng.uniform(0.3, 1.2) * np.sin(k * phase + rng.uniform(0, 6))
+        y += (
+            rng.uniform(0.1, 1.0)
+            / k ** rng.uniform(0.3, 1.2)
+            * np.sin(k * phase + rng.uniform(0, 6))
+        )
     y /= np.sqrt(np.mean(y**2)) + 1e-12
     fan = sosfilt(biquad("peak", rng.uniform(200, 2500), sr, q=rng.uniform(0.5, 3),
                          gain_db=rng.uniform(6, 18)), coloured_noise(rng, n, sr, rng.uniform(0, 4)))  # fmt: skip

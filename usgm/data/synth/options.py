@@ -99,7 +99,13 @@ class SynthOptions:
             raise bad("speakers", f"needs 4 pool sizes in 1..9999, got {self.speakers}")
         if self.speakers[3] < 5:
             raise bad("speakers", "the babble pool needs at least 5 speakers")
-        for key in ("english_fraction", "klatt_fraction", "breath_fraction", "band_limit", "reverb"):
+        for key in (
+            "english_fraction",
+            "klatt_fraction",
+            "breath_fraction",
+            "band_limit",
+            "reverb",
+        ):
             if not 0 <= getattr(self, key) <= 1:
                 raise bad(key, "must be in [0, 1]")
         if not 0 <= self.word_gap <= 50:
@@ -130,9 +136,7 @@ class SynthOptions:
                 f"unknown synth option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
             )
         # JSON round trips turn tuples into lists: normalise back.
-        fixed = {
-            k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()
-        }
+        fixed = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
         return cls(**fixed)
 
     def to_dict(self) -> dict[str, Any]:
