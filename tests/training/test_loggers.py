@@ -58,8 +58,5 @@ def test_many_loggers_offline(tiny_2mix: Path, tmp_path: Path) -> None:
         assert key in tags["scalars"]
     assert "val_examples/0/mixture" in tags["audio"] and "val_examples/0/est2" in tags["audio"]
     assert "val_examples/0/spectrogram" in tags["images"]
-    assert (
-        (run / "csv" / "metrics.csv")
-        .read_text()
-        .startswith(("epoch", "gm/", "step", "test", "train", "val"))
-    )
+    header = (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss_ss", "val/si_snri", "gm/se_conflict_frac"} <= set(header)
