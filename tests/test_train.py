@@ -159,3 +159,22 @@ def test_missing_data_root_is_a_clear_error(tmp_path) -> None:
     cfg = _smoke_cfg("libri2mix_gm", tmp_path / "nowhere" / "Libri2Mix", tmp_path / "out")
     with pytest.raises(ValueError, match="nowhere"):
         train(cfg)
+
+
+def test_runs_started_together_get_distinct_dirs(tmp_path) -> None:
+    """Two runs started in the same second never share a run directory."""
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "--cfg",
+        "all",
+        "--resolve",
+        "-p",
+        "hydra.run.dir",
+    ]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    dirs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(d.startswith("./logs/default/runs/") for d in dirs)
+    assert dirs[0] != dirs[1]

@@ -170,3 +170,54 @@ def test_update_is_clipped_to_the_configured_norm(method: str) -> None:
     delta = _one_step(module, _batch())
     total = torch.sqrt(sum(d.double().square().sum() for d in delta.values()))
     assert float(total) == pytest.approx(1e-3, rel=1e-3)
+
+
+class _Recorder(pl.Callback):
+    def __init__(self) -> None:
+        self.val: list[float] = []
+        self.lrs: list[float] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.val.append(float(trainer.callback_metrics["val/si_snri"]))
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("start_epoch", [0, 3])
+def test_plateau_scheduler_sees_this_epochs_validation(start_epoch: int, monkeypatch) -> None:
+    """ReduceLROnPlateau (stepped by hand in manual mode) gets the current epoch's SI-SNRi."""
+    seen: list[float] = []
+    original = torch.optim.lr_scheduler.ReduceLROnPlateau.step
+
+    def spy(self, metric, *args, **kwargs):
+        seen.append(float(metric))
+        return original(self, metric, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.lr_scheduler.ReduceLROnPlateau, "step", spy)
+    torch.manual_seed(0)
+    module = SeparationModule(
+        model=TINY,
+        method="gm",
+        optim={"name": "sgd", "lr": 1e-12},  # no real learning: validation never improves
+        scheduler={"patience": 0, "factor": 0.5, "start_epoch": start_epoch},
+    )
+    rec = _Recorder()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[rec],
+    )
+    batch = _batch()
+    trainer.fit(module, DataLoader([batch], batch_size=None), DataLoader([batch], batch_size=None))
+    assert seen == rec.val[start_epoch:]
+    if start_epoch == 0:  # best set after epoch 0, then halved after epochs 1 and 2
+        assert rec.lrs == pytest.approx([1e-12, 1e-12, 5e-13, 2.5e-13])
+    else:  # first step at epoch 3 only records the best: no halving before start_epoch
+        assert rec.lrs == pytest.approx([1e-12] * 4)

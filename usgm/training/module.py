@@ -273,7 +273,7 @@ class SeparationModule(pl.LightningModule):
         metric = self.trainer.callback_metrics.get("val/si_snri")
         if sched is None or metric is None:
             return
-        if self.current_epoch + 1 >= self.hparams["scheduler"]["start_epoch"]:
+        if self.current_epoch >= self.hparams["scheduler"]["start_epoch"]:  # 0-based epochs
             sched.step(float(metric))
 
     # ------------------------------------------------------------------ optimizer
