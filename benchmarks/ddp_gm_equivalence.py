@@ -24,23 +24,10 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from usgm.models.presets import tiny_config
 from usgm.training.module import SeparationModule
 
-TINY = {
-    "n_src": 2,
-    "backbone": "sepformer",
-    "n_filters": 16,
-    "kernel_size": 16,
-    "stride": 8,
-    "chunk_size": 10,
-    "d_model": 16,
-    "n_heads": 2,
-    "d_ffn": 32,
-    "dropout": 0.0,
-    "rnn_hidden": 8,
-    "se": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
-    "ss": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
-}
+TINY = tiny_config(n_src=2)
 PAPER = {"n_src": 2, "backbone": "sepformer", "dropout": 0.0}
 
 

@@ -24,18 +24,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from usgm.models.presets import TINY
 from usgm.training.module import SeparationModule
-
-TINY = {
-    "n_filters": 16,
-    "chunk_size": 10,
-    "d_model": 16,
-    "n_heads": 2,
-    "d_ffn": 32,
-    "rnn_hidden": 8,
-    "se": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
-    "ss": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
-}
 
 
 class RandomBatches(Dataset):

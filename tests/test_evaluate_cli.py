@@ -19,19 +19,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from usgm.models.presets import tiny_config
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "n_src": 2,
-    "n_filters": 16,
-    "kernel_size": 16,
-    "stride": 8,
-    "chunk_size": 10,
-    "d_model": 16,
-    "n_heads": 2,
-    "d_ffn": 32,
-    "se": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
-    "ss": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
-}
+TINY = tiny_config(n_src=2)
 LENGTHS = {"test": [8000, 8000, 12000, 6000], "dev": [7000, 5000]}
 
 

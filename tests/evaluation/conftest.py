@@ -7,18 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-TINY = {
-    "n_src": 2,
-    "n_filters": 16,
-    "kernel_size": 16,
-    "stride": 8,
-    "chunk_size": 10,
-    "d_model": 16,
-    "n_heads": 2,
-    "d_ffn": 32,
-    "se": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
-    "ss": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
-}
+from usgm.models.presets import tiny_config
+
+TINY = tiny_config(n_src=2)
 
 
 def make_checkpoint(

@@ -14,23 +14,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from usgm.losses import se_loss, ss_loss
+from usgm.models.presets import tiny_config
 from usgm.training.module import SeparationModule
 
-TINY = {
-    "n_src": 2,
-    "backbone": "sepformer",
-    "n_filters": 16,
-    "kernel_size": 16,
-    "stride": 8,
-    "chunk_size": 10,
-    "d_model": 16,
-    "n_heads": 2,
-    "d_ffn": 32,
-    "dropout": 0.0,
-    "rnn_hidden": 8,
-    "se": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
-    "ss": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
-}
+TINY = tiny_config(n_src=2)
 
 
 def _batch(seed: int = 0, n_src: int = 2, length: int = 800) -> dict:
