@@ -9,6 +9,8 @@ Examples:
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -19,9 +21,14 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from usgm.training.pipeline import train
+    from usgm.data.errors import DataError
+    from usgm.training.pipeline import ConfigError, train
 
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except (ConfigError, DataError) as err:  # user errors: one clear line, no traceback
+        print(f"usgm: error: {err}", file=sys.stderr)
+        sys.exit(1)
     # Returned for Hydra sweepers that optimise a value.
     return metrics.get("test/si_snri", metrics.get("val/si_snri"))
 

@@ -178,3 +178,12 @@ def test_runs_started_together_get_distinct_dirs(tmp_path) -> None:
     dirs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert all(d.startswith("./logs/default/runs/") for d in dirs)
     assert dirs[0] != dirs[1]
+
+
+def test_cli_bad_config_value_is_one_clear_line(tiny_2mix, tmp_path) -> None:
+    proc = _run(
+        ["experiment=libri2mix_gm", "debug=smoke", f"data.root={tiny_2mix}", "model.method=pcgrad"],
+        tmp_path,
+    )
+    assert proc.returncode == 1
+    assert "usgm: error: model.method='pcgrad'" in proc.stderr and "Traceback" not in proc.stderr

@@ -11,7 +11,12 @@ from typing import Any
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
 
+from usgm.data.errors import DataError
 from usgm.training import factory
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key."""
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +49,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(int(cfg.seed), workers=True)
 
     factory.ensure_default_data(cfg.data)
-    datamodule = factory.build_datamodule(cfg)
-    module = factory.build_module(cfg)
+    try:
+        datamodule = factory.build_datamodule(cfg)
+        module = factory.build_module(cfg)
+    except ValueError as err:  # a bad config value; DataError (bad files) passes through as is
+        if isinstance(err, DataError):
+            raise
+        raise ConfigError(str(err)) from err
     callbacks = factory.build_callbacks(cfg)
     loggers = factory.build_loggers(cfg)
-    trainer = factory.build_trainer(cfg, callbacks, loggers)
+    try:
+        trainer = factory.build_trainer(cfg, callbacks, loggers)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     for lg in loggers:
         lg.log_hyperparams(
             {
