@@ -81,12 +81,15 @@ def test_resume_from_last_checkpoint(tiny_2mix, tmp_path) -> None:
     state = torch.load(last, weights_only=True, map_location="cpu")
     assert state["global_step"] == 2 and state["optimizer_states"] and state["lr_schedulers"]
 
+    for ckpt in (tmp_path / "a" / "checkpoints").glob("epoch*.ckpt"):
+        ckpt.unlink()  # as top-k pruning would: the restored best path must not break testing
     second = _smoke_cfg("libri2mix_gm", tiny_2mix, tmp_path / "b")
     with open_dict(second):
         second.ckpt_path = str(last)
         second.trainer.max_steps = 4
         second.trainer.max_epochs = 3
-    train(second)
+    metrics = train(second)
+    assert "test/si_snri" in metrics
     resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == 4
     assert resumed["epoch"] > state["epoch"]

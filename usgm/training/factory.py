@@ -68,22 +68,59 @@ def data_kwargs(data_cfg: DictConfig, seed: int = 0) -> dict[str, Any]:
     return kw
 
 
+def _build_matches(info: dict[str, Any] | None, data_cfg: DictConfig) -> bool:
+    """Was the corpus at `data.root` built with the generator settings now requested?"""
+    import dataclasses
+    import json
+
+    from usgm.data.synth import SynthOptions
+
+    if not info:
+        return False
+    gen = dict(to_plain(data_cfg.generate))
+    counts = {
+        "train-360": gen.pop("n_train", 800),
+        "dev": gen.pop("n_dev", 200),
+        "test": gen.pop("n_test", 200),
+    }
+    seed = gen.pop("seed", 0)
+    gen.pop("num_workers", None)
+    options = json.loads(json.dumps(dataclasses.asdict(SynthOptions(**gen))))
+    return (
+        info.get("n_src") == int(data_cfg.n_src)
+        and info.get("sample_rate") == int(data_cfg.sample_rate)
+        and info.get("counts") == counts
+        and info.get("seed") == seed
+        and info.get("options") == options
+    )
+
+
 def ensure_default_data(data_cfg: DictConfig) -> None:
-    """Generates the default corpus once when `data.generate` is set and it is missing."""
+    """Generates the default corpus when `data.generate` is set and it is missing or stale.
+
+    A corpus usgm generated earlier with other settings (an older generator's options, other
+    counts) is rebuilt in place; a folder that usgm did not generate is never touched.
+    """
     gen = data_cfg.get("generate")
     if not gen:
         return
-    from usgm.data.synth import is_complete, make_dataset
+    from usgm.data.synth import is_complete, make_dataset, read_info
 
     root = Path(data_cfg.root)
+    overwrite = False
     if is_complete(root):
-        return
-    log.info("No dataset at %s: generating the default corpus once (usgm-make-data).", root)
-    print(f"[usgm] generating the default dataset into {root} (one-time, a few minutes) ...")
+        if _build_matches(read_info(root), data_cfg):
+            return
+        print(f"[usgm] {root} was generated with other settings: rebuilding it.")
+        overwrite = True
+    else:
+        log.info("No dataset at %s: generating the default corpus once.", root)
+        print(f"[usgm] generating the default dataset into {root} (one-time, under a minute) ...")
     make_dataset(
         root,
         n_src=int(data_cfg.n_src),
         sample_rate=int(data_cfg.sample_rate),
+        overwrite=overwrite,
         **to_plain(gen),
     )
 

@@ -18,6 +18,7 @@ from usgm.training import factory
 class ConfigError(ValueError):
     """A bad configuration value; the message names the key."""
 
+
 log = logging.getLogger(__name__)
 
 
@@ -77,6 +78,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     ckpt_cb = _checkpoint_callback(trainer)
     best = ckpt_cb.best_model_path if ckpt_cb and ckpt_cb.best_model_path else None
+    if best and not Path(best).exists():
+        # A resumed run restores the best path of the run it came from, which top-k may have
+        # deleted since; test the last weights instead.
+        log.warning("best checkpoint %s no longer exists; testing the current weights", best)
+        best = None
     if cfg.get("test", True):
         test_ckpt = best or (None if cfg.get("train", True) else cfg.get("ckpt_path"))
         if cfg.get("train", True) and test_ckpt is None:

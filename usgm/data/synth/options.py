@@ -2,7 +2,10 @@
 
 Every field is plain data (numbers, strings, tuples, None) so the options pickle into the worker
 processes and are recorded as JSON in the dataset's ``DONE`` marker. New realism options (reverb,
-F0 jitter, more noise types …) are added here as fields whose defaults keep today's output.
+F0 jitter, more noise types …) are fields here. Their defaults are the realism set chosen for issue 5
+(voice diversity, prosody drift, jitter/shimmer, level changes, room tone, reverb, EQ, band
+limits, more noise kinds); setting a realism field to 0 / ``("cafe",)`` turns that step off and
+draws nothing from the random generator for it.
 """
 
 from __future__ import annotations
@@ -49,8 +52,9 @@ class SynthOptions:
             low-pass 2.6–3.9 kHz: telephone/microphone bandwidths).
         reverb: probability of reverberating an utterance with a synthetic room response.
         reverb_rt60: range of the reverberation time (s) of those rooms.
-        noise_kinds: noise types drawn per mixture: ``cafe`` (babble + background + transients),
-            ``speech_shaped``, ``machinery``, ``traffic``.
+        noise_kinds: noise types, one drawn uniformly per mixture (repeat a kind to weight it):
+            ``cafe`` (babble + background + transients), ``speech_shaped``, ``machinery``,
+            ``traffic``.
         babble_bank: distant-talker recordings synthesised per shard for the babble noise.
         babble_talkers: (min, max) simultaneous talkers in one babble noise.
         shard_size: mixtures per worker process. Part of the output's identity: the same seed
@@ -64,19 +68,19 @@ class SynthOptions:
     utterance_s: tuple[float, float] = (3.0, 6.0)
     speakers: tuple[int, int, int, int] = (200, 40, 40, 60)
     english_fraction: float = 0.7
-    klatt_fraction: float = 0.1
-    room_tone_db: tuple[float, float] | None = (-60.0, -45.0)
-    eq_db: float = 3.0
-    breath_fraction: float = 0.35
-    word_gap: int = 0
-    drift: float = 0.0
-    jitter: float = 0.0
-    shimmer_db: float = 0.0
-    level_db: float = 0.0
-    band_limit: float = 0.0
-    reverb: float = 0.0
+    klatt_fraction: float = 0.3
+    room_tone_db: tuple[float, float] | None = (-55.0, -35.0)
+    eq_db: float = 6.0
+    breath_fraction: float = 0.5
+    word_gap: int = 3
+    drift: float = 0.06
+    jitter: float = 0.01
+    shimmer_db: float = 1.0
+    level_db: float = 4.0
+    band_limit: float = 0.3
+    reverb: float = 0.3
     reverb_rt60: tuple[float, float] = (0.15, 0.6)
-    noise_kinds: tuple[str, ...] = ("cafe",)
+    noise_kinds: tuple[str, ...] = ("cafe", "cafe", "speech_shaped", "machinery", "traffic")
     babble_bank: int = 24
     babble_talkers: tuple[int, int] = (3, 7)
     shard_size: int = 100

@@ -1,0 +1,46 @@
+"""Config → objects: one-time default-data generation and its staleness check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from usgm.data.errors import DataError
+from usgm.data.synth import read_info
+from usgm.training.factory import ensure_default_data
+
+
+def _data_cfg(root: Path, seed: int = 0):
+    return OmegaConf.create(
+        {
+            "root": str(root),
+            "n_src": 2,
+            "sample_rate": 8000,
+            "generate": {"n_train": 2, "n_dev": 1, "n_test": 1, "seed": seed},
+        }
+    )
+
+
+def test_generates_once_then_reuses_then_rebuilds_when_stale(tmp_path: Path) -> None:
+    root = tmp_path / "default_2mix"
+    ensure_default_data(_data_cfg(root))
+    first = read_info(root)
+    assert first and first["counts"] == {"train-360": 2, "dev": 1, "test": 1}
+    marker_time = (root / "DONE").stat().st_mtime_ns
+
+    ensure_default_data(_data_cfg(root))  # same settings: nothing rebuilt
+    assert (root / "DONE").stat().st_mtime_ns == marker_time
+
+    ensure_default_data(_data_cfg(root, seed=1))  # other settings: rebuilt in place
+    assert read_info(root)["seed"] == 1
+
+
+def test_never_overwrites_a_folder_it_did_not_generate(tmp_path: Path) -> None:
+    root = tmp_path / "mine"
+    root.mkdir()
+    (root / "notes.txt").write_text("my data")
+    with pytest.raises(DataError):
+        ensure_default_data(_data_cfg(root))
+    assert (root / "notes.txt").read_text() == "my data"
