@@ -17,23 +17,12 @@ from usgm.models import (
     count_parameters,
     resolve_config,
 )
+from usgm.models.presets import tiny_config
 
 
 def tiny(**over: Any) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "n_filters": 16,
-        "kernel_size": 4,
-        "stride": 2,
-        "chunk_size": 10,
-        "d_model": 16,
-        "n_heads": 2,
-        "d_ffn": 32,
-        "rnn_hidden": 8,
-        "se": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
-        "ss": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
-    }
-    cfg.update(over)
-    return cfg
+    # a shorter encoder than the preset keeps these shape tests at odd, small lengths
+    return tiny_config(**{"kernel_size": 4, "stride": 2, **over})
 
 
 @pytest.mark.parametrize("backbone", ["sepformer", "dprnn"])

@@ -41,17 +41,20 @@ def _module(method: str, seed: int = 0) -> SeparationModule:
     )
 
 
-def _one_step(module: SeparationModule, batch: dict) -> dict[str, torch.Tensor]:
-    before = copy.deepcopy(module.state_dict())
-    trainer = pl.Trainer(
+def _quiet_trainer(**kwargs) -> pl.Trainer:
+    return pl.Trainer(
         accelerator="cpu",
-        max_steps=1,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        limit_val_batches=0,
+        **kwargs,
     )
+
+
+def _one_step(module: SeparationModule, batch: dict) -> dict[str, torch.Tensor]:
+    before = copy.deepcopy(module.state_dict())
+    trainer = _quiet_trainer(max_steps=1, limit_val_batches=0)
     loader = DataLoader([batch], batch_size=None)
     trainer.fit(module, train_dataloaders=loader)
     after = module.state_dict()
@@ -191,16 +194,7 @@ def test_plateau_scheduler_sees_this_epochs_validation(start_epoch: int, monkeyp
         scheduler={"patience": 0, "factor": 0.5, "start_epoch": start_epoch},
     )
     rec = _Recorder()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[rec],
-    )
+    trainer = _quiet_trainer(max_epochs=4, num_sanity_val_steps=0, callbacks=[rec])
     batch = _batch()
     trainer.fit(module, DataLoader([batch], batch_size=None), DataLoader([batch], batch_size=None))
     assert seen == rec.val[start_epoch:]
