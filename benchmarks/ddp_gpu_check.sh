@@ -49,7 +49,8 @@ print(json.dumps({"audio_s_per_s_1gpu": one, "audio_s_per_s_2gpu": two,
 EOF
 
 echo "== 3. kill mid-epoch, resume =="
-python3 -m usgm.data.synth.cli --out /tmp/ddp_data --n-train 400 --n-dev 20 --n-test 20 --quiet
+python3 -m usgm.data.synth.cli --out /tmp/ddp_data --n-train 400 --n-dev 20 --n-test 20 --quiet \
+  --recorded-fraction 0   # eSpeak only: the device has no apt for the recorded speech
 RUN=/tmp/ddp_run
 common=(experiment=default trainer=ddp trainer.devices=2 data.root=/tmp/ddp_data
   data.generate=null trainer.max_epochs=3 trainer.limit_val_batches=4 test=false

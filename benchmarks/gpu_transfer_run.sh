@@ -15,11 +15,14 @@
 #
 # The real-speech set is built beforehand on a machine with apt and carried (the device has no
 # internet/apt):  python benchmarks/real_speech_transfer.py --build-only --n-src 2
-# → data/real_speech/mix/real2mix_dev (~13 MB). Carry it and .whl/ with the call.
+# → data/real_speech/mix/real2mix_dev (~13 MB). Carry .whl/ and .rec/ (REC_DIR=.rec) in stage 1,
+# .whl/ and that set in stage 2 (both stages together would pass the 64 MiB carry limit).
 #
 # Environment: RUN (default /tmp/gpu_run), OUT (results; default $RUN/out), PYTHON (python3),
 # GPU_TRANSFER_TINY=1 (a CPU dry run of the same logic in seconds: tiny data and model),
-# GPU_TRANSFER_NO_INSTALL=1 (skip the wheel install), CALL_LIMIT (seconds per call, 600).
+# GPU_TRANSFER_NO_INSTALL=1 (skip the wheel install), CALL_LIMIT (seconds per call, 600),
+# REC_DIR (packed recorded speech for a machine without apt), EXTRA_OVERRIDES (Hydra overrides
+# for both stages).
 set -euo pipefail
 STAGE=${1:?usage: gpu_transfer_run.sh 1|2}
 T0=$(date +%s)
@@ -43,6 +46,12 @@ export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 
 DATA="$RUN/data/default_2mix"
 COMMON=(experiment=default_gpu "paths.log_dir=$RUN/logs" "data.root=$DATA")
+# The device has no apt: the recorded speech travels packed (benchmarks/pack_recorded.py → .rec;
+# carry it in stage 1). Where it lives does not change the data, so stage 2 needs no copy.
+[ -n "${REC_DIR:-}" ] && COMMON+=("data.generate.recorded_dir=$REC_DIR")
+# Extra Hydra overrides for both stages (space-separated), e.g. a data-recipe variant.
+read -r -a EXTRA <<<"${EXTRA_OVERRIDES:-}"
+COMMON+=("${EXTRA[@]}")
 if [ -n "${GPU_TRANSFER_TINY:-}" ]; then
   COMMON+=(trainer=cpu trainer.precision=32 data.num_workers=0 data.pin_memory=false
            data.segment=0.5 data.batch_size=2

@@ -44,3 +44,17 @@ def test_never_overwrites_a_folder_it_did_not_generate(tmp_path: Path) -> None:
     with pytest.raises(DataError):
         ensure_default_data(_data_cfg(root))
     assert (root / "notes.txt").read_text() == "my data"
+
+
+def test_where_the_recordings_come_from_does_not_make_data_stale(tmp_path: Path) -> None:
+    root = tmp_path / "default_2mix"
+    cfg = _data_cfg(root)
+    ensure_default_data(cfg)
+    stamp = (root / "DONE").stat().st_mtime_ns
+    cfg.generate.recorded_dir = str(tmp_path / "elsewhere")  # a location, not content
+    cfg.generate.cache_dir = str(tmp_path / "cache")
+    ensure_default_data(cfg)
+    assert (root / "DONE").stat().st_mtime_ns == stamp
+    cfg.generate.recorded_fraction = 0.0  # content: rebuilt
+    ensure_default_data(cfg)
+    assert read_info(root)["options"]["recorded_fraction"] == 0.0

@@ -84,7 +84,8 @@ def _build_matches(info: dict[str, Any] | None, data_cfg: DictConfig) -> bool:
         "test": gen.pop("n_test", 200),
     }
     seed = gen.pop("seed", 0)
-    gen.pop("num_workers", None)
+    for where in ("num_workers", "recorded_dir", "cache_dir"):  # locations, not content
+        gen.pop(where, None)
     options = json.loads(json.dumps(dataclasses.asdict(SynthOptions(**gen))))
     return (
         info.get("n_src") == int(data_cfg.n_src)

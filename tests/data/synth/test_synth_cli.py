@@ -97,3 +97,14 @@ def test_api_rejects_bad_options(tmp_path: Path):
 def test_help_exits_zero(capsys):
     assert main(["--help"]) == 0
     assert "--n-src" in capsys.readouterr().out
+
+
+def test_recorded_options_on_the_command_line(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "no-such-folder"
+    args = ["--out", str(tmp_path / "ds"), "--n-train", "2", "--n-dev", "1", "--n-test", "1"]
+    assert main([*args, "--recorded-dir", str(bad)]) == 1
+    assert str(bad) in _error_line(capsys)
+    assert not (tmp_path / "ds").exists()
+    assert main([*args, "--recorded-fraction", "0", "--quiet"]) == 0
+    info = json.loads((tmp_path / "ds" / COMPLETE_MARKER).read_text())
+    assert info["options"]["recorded_fraction"] == 0.0 and info["recorded_speakers"] == {}

@@ -41,7 +41,9 @@ def test_layout_and_csv_columns(n_src, request):
     assert not list(root.parent.glob(f"{root.name}.partial-*"))
     src_cols = [f"source_{j + 1}_path" for j in range(n_src)]
     kinds = {"mix_both", "mix_clean", "noise", *(f"s{j + 1}" for j in range(n_src))}
-    id_re = re.compile(r"^\d{5}-\d{6}" + r"_\d{5}-\d{6}" * (n_src - 1) + "$")
+    # eSpeak speakers have 5-digit IDs, recorded people short lowercase ones (fcsm, hwpirate …).
+    spk = r"(\d{5}|[a-z]+)-\d{6}"
+    id_re = re.compile(f"^{spk}" + f"_{spk}" * (n_src - 1) + "$")
     for split in SPLITS:
         assert {p.name for p in (root / "wav8k" / "min" / split).iterdir()} == kinds
         cols, both = _rows(root, split, "mix_both")

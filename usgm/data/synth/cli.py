@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-workers", type=_positive, default=None, metavar="N",
         help="worker processes (default: all CPUs; does not change the output)",
     )  # fmt: skip
+    p.add_argument(
+        "--recorded-fraction", type=float, default=None, metavar="P",
+        help="share of training sources from recorded people (default 0.5; 0: eSpeak only)",
+    )  # fmt: skip
+    p.add_argument(
+        "--recorded-dir", default=None, metavar="DIR",
+        help="Fish Fillets NG sound/ folder (default: installed game, cache, or apt-get download)",
+    )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return p
@@ -93,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             verbose=not args.quiet,
             mode=args.mode,
+            recorded_dir=args.recorded_dir,
+            **({} if args.recorded_fraction is None else {"recorded_fraction": args.recorded_fraction}),
         )
     except DataError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

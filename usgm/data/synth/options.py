@@ -57,6 +57,13 @@ class SynthOptions:
             ``traffic``.
         babble_bank: distant-talker recordings synthesised per shard for the babble noise.
         babble_talkers: (min, max) simultaneous talkers in one babble noise.
+        recorded_fraction: share of sources drawn from recorded human speakers instead of eSpeak
+            (in the splits of ``recorded_splits``; see :mod:`usgm.data.synth.recorded`). Needs
+            Debian's game voice packages (fetched on demand); 0 gives eSpeak-only data.
+        recorded_splits: splits that use recorded speakers, each from its own disjoint pool of
+            people (16 train, 2 dev, 2 test).
+        recorded_speed: range of the per-utterance speed factor of recorded speech (resampling:
+            F0 and formants move together, like a different vocal tract).
         shard_size: mixtures per worker process. Part of the output's identity: the same seed
             and shard size give the same files whatever the number of workers.
     """
@@ -83,6 +90,9 @@ class SynthOptions:
     noise_kinds: tuple[str, ...] = ("cafe", "cafe", "speech_shaped", "machinery", "traffic")
     babble_bank: int = 24
     babble_talkers: tuple[int, int] = (3, 7)
+    recorded_fraction: float = 0.5
+    recorded_splits: tuple[str, ...] = ("train", "dev", "test")
+    recorded_speed: tuple[float, float] = (0.85, 1.2)
     shard_size: int = 100
 
     def __post_init__(self) -> None:
@@ -109,6 +119,7 @@ class SynthOptions:
             "breath_fraction",
             "band_limit",
             "reverb",
+            "recorded_fraction",
         ):
             if not 0 <= getattr(self, key) <= 1:
                 raise bad(key, "must be in [0, 1]")
@@ -127,6 +138,10 @@ class SynthOptions:
             raise bad("noise_kinds", f"needs one or more of {', '.join(NOISE_KINDS)}")
         if self.babble_bank < 1 or not 1 <= self.babble_talkers[0] <= self.babble_talkers[1]:
             raise bad("babble_talkers", "needs 1 <= min <= max and babble_bank >= 1")
+        if set(self.recorded_splits) - set(SPLITS):
+            raise bad("recorded_splits", f"needs a subset of {', '.join(SPLITS)}")
+        if not 0.5 <= self.recorded_speed[0] <= self.recorded_speed[1] <= 2:
+            raise bad("recorded_speed", "needs 0.5 <= low <= high <= 2")
         if self.shard_size < 1:
             raise bad("shard_size", "must be >= 1")
 

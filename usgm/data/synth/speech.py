@@ -60,6 +60,23 @@ def render_utterance(
         x = x[:limit]
         fade = int(_FADE_S * sr)
         x[-fade:] *= np.linspace(1.0, 0.0, fade)
+    return apply_channel(x, rng, sr, options)
+
+
+def apply_channel(
+    x: np.ndarray, rng: np.random.Generator, sr: int, options: SynthOptions
+) -> np.ndarray:
+    """Level changes, room, EQ, band limit and room tone of one utterance (any speech source).
+
+    Args:
+        x: (T,) speech at ``sr``.
+        rng: the mixture's random generator.
+        sr: sample rate, Hz.
+        options: generator options (disabled steps draw nothing from ``rng``).
+
+    Returns:
+        (T,) float64.
+    """
     if options.level_db > 0:
         x = x * dsp.smooth_envelope(rng, len(x), sr, rng.uniform(0, options.level_db), (0.3, 1.5))
     if options.reverb > 0 and rng.random() < options.reverb:

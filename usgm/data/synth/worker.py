@@ -19,6 +19,7 @@ import soundfile as sf
 
 from usgm.data.mixing import mix_librimix, quantize_mixture
 from usgm.data.synth.options import SynthOptions
+from usgm.data.synth.recorded import RecordedSpeaker
 from usgm.data.synth.voices import Speaker
 
 _SPLIT_SEED_CODE = {"train": 1, "dev": 2, "test": 3}
@@ -40,6 +41,7 @@ class ShardTask:
     split_dir: str
     speakers: tuple[Speaker, ...]
     babble: tuple[Speaker, ...]
+    recorded: tuple[RecordedSpeaker, ...] = ()
 
 
 def mixture_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
@@ -61,7 +63,8 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
     # Imported here: the synthesiser stack is only needed inside workers.
     from usgm.data.synth.espeak import Espeak
     from usgm.data.synth.noise import make_babble_bank, mixture_noise
-    from usgm.data.synth.speech import render_utterance
+    from usgm.data.synth.recorded import render_recorded
+    from usgm.data.synth.speech import apply_channel, render_utterance
 
     opts, sr = task.options, task.sample_rate
     tts = Espeak(task.voice_data)
@@ -74,8 +77,19 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
     for index in range(task.start, task.stop):
         rng = np.random.default_rng(mixture_seed(task.seed, task.split, index))
         picks = rng.choice(len(task.speakers), size=task.n_src, replace=False)
-        speakers = [task.speakers[i] for i in picks]
-        sources = [render_utterance(tts, spk, rng, sr, opts) for spk in speakers]
+        speakers: list = [task.speakers[i] for i in picks]
+        sources = []
+        for j, spk in enumerate(speakers):
+            # Recorded people are drawn without replacement too: different people per mixture.
+            free = [r for r in task.recorded if r not in speakers]
+            if free and opts.recorded_fraction > 0 and rng.random() < opts.recorded_fraction:
+                speakers[j] = free[int(rng.integers(len(free)))]
+                target_s = rng.uniform(*opts.utterance_s)
+                speed = rng.uniform(*opts.recorded_speed)
+                x = render_recorded(speakers[j], rng, sr, target_s, speed)
+                sources.append(apply_channel(x, rng, sr, opts))
+            else:
+                sources.append(render_utterance(tts, spk, rng, sr, opts))
         lengths = [len(s) for s in sources]
         n = min(lengths) if opts.mode == "min" else max(lengths)
         noise = mixture_noise(rng, n, sr, bank, opts)

@@ -138,19 +138,22 @@ def _write_csvs(meta_dir: Path, final_base: Path, split: str, n_src: int, rows: 
                 writer.writerow([mid, str(final / kind / f"{mid}.wav"), *srcs, *noise, length])
 
 
-def _write_speakers(path: Path, pools: dict[str, list[Speaker]]) -> None:
+def _write_speakers(path: Path, pools: dict[str, list[Speaker]], recorded: list) -> None:
+    """One row per speaker; recorded people (``source`` = recorded) leave the eSpeak fields empty."""
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(
             ["speaker_ID", "pool", "language", "text_language", "gender", "f0_base", "f0_top",
-             "formant_scale_pct", "klatt", "rate_wpm"]
+             "formant_scale_pct", "klatt", "rate_wpm", "source"]
         )  # fmt: skip
         for pool in pools.values():
             for s in pool:
                 writer.writerow(
                     [s.spk_id, s.pool, s.language, s.text_language, s.gender, s.pitch[0],
-                     s.pitch[1], s.formants[1][0], s.klatt, s.rate]
+                     s.pitch[1], s.formants[1][0], s.klatt, s.rate, "espeak"]
                 )  # fmt: skip
+        for r in recorded:
+            writer.writerow([r.spk_id, r.pool, *[""] * 8, "recorded"])
 
 
 def make_dataset(
@@ -165,6 +168,8 @@ def make_dataset(
     *,
     overwrite: bool = False,
     verbose: bool = False,
+    recorded_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> Path:
     """Generate the synthetic LibriMix-noisy-like corpus.
@@ -185,6 +190,11 @@ def make_dataset(
         num_workers: worker processes (default: the CPUs available). Does not change the output.
         overwrite: replace an existing usgm dataset at ``out``.
         verbose: print progress to stderr.
+        recorded_dir: folder of recorded speech, one sub-folder of clips per speaker ID (default:
+            installed packages, then the cache, then ``apt-get download``); see
+            :mod:`usgm.data.synth.recorded`. Unused when ``recorded_fraction`` is 0.
+        cache_dir: where downloads and decoded banks are kept (default ``$USGM_CACHE`` or
+            ``~/.cache/usgm``).
         **options: fields of :class:`~usgm.data.synth.options.SynthOptions` (e.g. ``mode="max"``,
             ``room_tone_db=None``).
 
@@ -215,6 +225,11 @@ def make_dataset(
         base = build / rate_folder(sample_rate) / opts.mode
         (base / "metadata").mkdir(parents=True)
         pools = make_pools(seed, opts)
+        recorded = []
+        if opts.recorded_fraction > 0 and opts.recorded_splits:
+            from usgm.data.synth.recorded import ensure_bank
+
+            recorded = ensure_bank(sample_rate, recorded_dir, cache_dir, log)
         kinds = ["mix_both", "mix_clean", *(f"s{j + 1}" for j in range(n_src)), "noise"]
         with tempfile.TemporaryDirectory(prefix="usgm-synth-") as tmp:
             from usgm.data.synth.espeak import make_data_dir
@@ -240,13 +255,17 @@ def make_dataset(
                             voice_data=str(voice_data), split_dir=str(split_dir),
                             speakers=tuple(pools[split]),
                             babble=tuple(babble_subpool(pools["babble"], split)),
+                            recorded=tuple(
+                                r for r in recorded
+                                if r.pool == split and split in opts.recorded_splits
+                            ),
                         )
                     )  # fmt: skip
             rows = _run_tasks(tasks, num_workers, Path(tmp), log)
         final_base = root / base.relative_to(build)
         for split in SPLITS:
             _write_csvs(base / "metadata", final_base, split, n_src, sorted(rows[split]))
-        _write_speakers(build / "speakers.csv", pools)
+        _write_speakers(build / "speakers.csv", pools, recorded)
         elapsed = time.perf_counter() - t0
         info = {
             "format": FORMAT,
@@ -257,6 +276,9 @@ def make_dataset(
             "sample_rate": sample_rate,
             "mode": opts.mode,
             "options": opts.to_dict(),
+            "recorded_speakers": {
+                r.spk_id: {"pool": r.pool, "seconds": round(r.seconds, 1)} for r in recorded
+            },
             "build_seconds": round(elapsed, 1),
         }
         (build / COMPLETE_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Issue 5 data-recipe sweep of the CPU default model, run on one GPU so that several recipes fit in
+# one device call: each run trains experiment=default (the 0.65 M DPRNN+SE, fp32) for the number
+# of steps the CPU job reaches in its 11 minutes (~4,100) or longer, all runs side by side on the
+# GPU. The best checkpoints come back under $OUT; score them on the real-speech dev set on a
+# machine that has it (benchmarks/real_speech_transfer.py).
+#
+#   bash benchmarks/recipe_sweep.sh               # on the device, carrying .whl and .rec
+#
+# .rec: the recorded-speech bank packed for a machine without apt (benchmarks/pack_recorded.py).
+# Environment: OUT (results), SWEEP (work dir, /tmp/sweep), RUNS (the run list, see below),
+# DEADLINE_S (stop training this many seconds after the start, 500).
+set -euo pipefail
+T0=$(date +%s)
+OUT=${OUT:-/tmp/sweep/out}
+SWEEP=${SWEEP:-/tmp/sweep}
+DEADLINE_S=${DEADLINE_S:-500}
+mkdir -p "$OUT" "$SWEEP"
+if [ -z "${NO_INSTALL:-}" ] && [ -d .whl ] && [ ! -f /tmp/site/.usgm_installed ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  touch /tmp/site/.usgm_installed
+fi
+export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH} USGM_CACHE=$SWEEP/cache PYTHONUNBUFFERED=1
+REC=${REC:-.rec}
+# name:recorded_fraction:max_steps[:extra overrides separated by ,]
+RUNS=${RUNS:-"r0:0:4100 r50:0.5:4100 r100:1.0:4100 r50p3:0.5:4100:model.scheduler.patience=3 r50long:0.5:14000 r100long:1.0:14000"}
+TRAINER=${TRAINER:-gpu}
+
+gen() {  # generate the corpus of one recorded_fraction, exactly as train.py would
+  python3 - "$@" <<'PYEOF'
+import os, sys, time
+from hydra import compose, initialize_config_dir
+from usgm.training.factory import ensure_default_data, register_resolvers
+register_resolvers()
+with initialize_config_dir(version_base="1.3", config_dir=os.path.abspath("conf")):
+    cfg = compose("train", overrides=sys.argv[1:])
+t = time.time()
+ensure_default_data(cfg.data)
+print(f"[sweep] generated {cfg.data.root} in {time.time() - t:.1f} s", flush=True)
+PYEOF
+}
+declare -A DONE_DATA=()
+for spec in $RUNS; do
+  IFS=: read -r name frac steps extra <<<"$spec"
+  data="$SWEEP/data/rf$frac"
+  if [ -z "${DONE_DATA[$frac]:-}" ]; then
+    gen experiment=default "data.root=$data" "data.generate.recorded_fraction=$frac" \
+      "data.generate.recorded_dir=$REC"
+    DONE_DATA[$frac]=1
+  fi
+done
+LEFT=$((DEADLINE_S - ($(date +%s) - T0)))
+echo "[sweep] data ready after $(($(date +%s) - T0)) s; training for at most $LEFT s"
+pids=()
+for spec in $RUNS; do
+  IFS=: read -r name frac steps extra <<<"$spec"
+  IFS=, read -r -a more <<<"${extra:-}"
+  python3 train.py experiment=default "trainer=$TRAINER" trainer.precision=32 "task_name=sweep_$name" \
+    "paths.log_dir=$SWEEP/logs" "data.root=$SWEEP/data/rf$frac" \
+    "data.generate.recorded_fraction=$frac" "data.generate.recorded_dir=$REC" \
+    "trainer.max_steps=$steps" "trainer.max_time=00:00:$(printf %02d:%02d $((LEFT / 60)) $((LEFT % 60)))" \
+    callbacks.audio_examples.n_examples=0 "${more[@]}" > "$SWEEP/$name.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || echo "[sweep] a run failed (pid $p)"; done
+python3 - "$SWEEP" "$OUT" $RUNS <<'PYEOF'
+import glob, json, shutil, sys
+sweep, out, runs = sys.argv[1], sys.argv[2], sys.argv[3:]
+summary = {}
+for spec in runs:
+    name = spec.split(":")[0]
+    res = sorted(glob.glob(f"{sweep}/logs/sweep_{name}/runs/*/results.json"))
+    if not res:
+        summary[name] = {"error": open(f"{sweep}/{name}.log").read()[-1500:]}
+        continue
+    r = json.load(open(res[-1]))
+    import torch
+    best = r.get("best_checkpoint") or r.get("last_checkpoint")
+    last = torch.load(r["last_checkpoint"], map_location="cpu", weights_only=False)
+    summary[name] = {"spec": spec, "global_step": last.get("global_step"), **r}
+    if best:
+        shutil.copy(best, f"{out}/{name}.ckpt")
+json.dump(summary, open(f"{out}/sweep.json", "w"), indent=1, default=str)
+print(json.dumps({k: {kk: v.get("metrics", {}).get(kk, v.get(kk)) for kk in ("test/si_snri", "val/si_snri", "global_step")}
+                  for k, v in summary.items()}, indent=1, default=str))
+PYEOF
+echo "[sweep] done in $(($(date +%s) - T0)) s"

@@ -1,0 +1,240 @@
+"""Recorded-speech source: package unpacking, bank building, rendering, and use in the corpus."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import write_fake_packages
+from usgm.data.errors import DataError
+from usgm.data.synth import make_dataset, read_info
+from usgm.data.synth import recorded as rec
+
+
+def test_fillets_speaker_keeps_only_the_four_main_voices() -> None:
+    assert rec.fillets_speaker(Path("x/city/cs/vit-m-hlava.ogg")) == "fcsm"
+    assert rec.fillets_speaker(Path("x/city/nl/vit-v-auto.ogg")) == "fnlv"
+    assert rec.fillets_speaker(Path("x/city/cs/vit-hs-radio.ogg")) is None  # minor character
+    assert rec.fillets_speaker(Path("x/city/en/vit-m-hello.ogg")) is None  # other language
+    assert rec.fillets_speaker(Path("x/share/bubbles.ogg")) is None  # sound effect
+
+
+def test_speaker_ids_are_mixture_id_safe_and_pools_disjoint() -> None:
+    assert len(set(rec.SPEAKER_IDS)) == len(rec.SPEAKER_IDS) == 18
+    assert all(s.isalpha() and s.islower() for s in rec.SPEAKER_IDS)  # no "_" / "-" in IDs
+    assert "hwrobot" not in rec.SPEAKER_IDS
+    pools = [rec.POOLS.get(s, "train") for s in rec.SPEAKER_IDS]
+    assert (pools.count("train"), pools.count("dev"), pools.count("test")) == (14, 2, 2)
+
+
+def test_package_clips_maps_both_packages(tmp_path: Path) -> None:
+    clips = rec.package_clips(write_fake_packages(tmp_path / "pkgs", clips=2))
+    assert sorted(clips) == sorted(
+        ["fcsm", "fcsv", "fnlm", "fnlv", "hwbritish", "hwrussian", "hwdefaultes", "hwmobster",
+         "hwpirate"]
+    )  # fmt: skip
+    assert len(clips["fcsm"]) == 3  # two lines + the too-short one (dropped when decoding)
+    assert all(len(clips[s]) == 2 for s in ("fcsv", "hwpirate"))
+
+
+def _deb(path: Path, files: dict[str, bytes], compression: str = "xz") -> Path:
+    """A minimal .deb: ar archive with debian-binary, control.tar.xz and data.tar.<comp>."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode=f"w:{compression}") as tar:
+        for name, payload in files.items():
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    members = [
+        ("debian-binary", b"2.0\n"),
+        ("control.tar.xz", b"not read"),
+        (f"data.tar.{compression}", data.getvalue()),
+    ]
+    with open(path, "wb") as fh:
+        fh.write(b"!<arch>\n")
+        for name, payload in members:
+            head = f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(payload):<10}`\n"
+            fh.write(head.encode() + payload + (b"\n" if len(payload) % 2 else b""))
+    return path
+
+
+def test_extract_deb_unpacks_the_data_archive(tmp_path: Path) -> None:
+    deb = _deb(tmp_path / "p.deb", {"usr/share/a.txt": b"hello", "usr/b/c.bin": b"\x00\x01"})
+    rec._extract_deb(deb, tmp_path / "out")
+    assert (tmp_path / "out/usr/share/a.txt").read_bytes() == b"hello"
+    assert (tmp_path / "out/usr/b/c.bin").read_bytes() == b"\x00\x01"
+
+
+def test_extract_deb_rejects_a_non_package(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.deb"
+    bad.write_bytes(b"PK\x03\x04 zip, not ar")
+    with pytest.raises(DataError, match="bad.deb"):
+        rec._extract_deb(bad, tmp_path / "out")
+
+
+def test_fetch_without_apt_names_packages_and_the_way_out(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(rec.shutil, "which", lambda _: None)
+    with pytest.raises(DataError) as err:
+        rec.fetch(tmp_path / "cache")
+    msg = str(err.value)
+    assert all(p in msg for p in ("fillets-ng-data-cs", "fillets-ng-data-nl", "hedgewars-data"))
+    assert "recorded_fraction=0" in msg and str(tmp_path / "cache") in msg
+
+
+def test_fetch_unpacks_debs_already_in_the_cache(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(rec.shutil, "which", lambda _: None)  # must not need apt
+    ogg = io.BytesIO()
+    sf.write(ogg, np.sin(np.arange(8000) * 0.1) * 0.3, 22050, format="OGG", subtype="VORBIS")
+    debs = tmp_path / "cache/recorded/debs"
+    debs.mkdir(parents=True)
+    files = {
+        "fillets-ng-data-cs": "usr/share/games/fillets-ng/sound/lvl/cs/lvl-m-a.ogg",
+        "fillets-ng-data-nl": "usr/share/games/fillets-ng/sound/lvl/nl/lvl-v-a.ogg",
+        "hedgewars-data": "usr/share/games/hedgewars/Data/Sounds/voices/Pirate/Arr.ogg",
+    }
+    for package, name in files.items():
+        # Only the voice folder of each package is unpacked.
+        _deb(debs / f"{package}_1.0_all.deb", {name: ogg.getvalue(), "usr/bin/game": b"elf"})
+    pkgs = rec.fetch(tmp_path / "cache")
+    assert sorted(rec.package_clips(pkgs)) == ["fcsm", "fnlv", "hwpirate"]
+    assert not (pkgs / "usr/bin/game").exists()
+    assert rec.fetch(tmp_path / "cache") == pkgs  # unpacked once
+
+
+def test_locate_rejects_a_wrong_folder(tmp_path: Path) -> None:
+    (tmp_path / "notaspeaker").mkdir()
+    with pytest.raises(DataError, match=str(tmp_path)):
+        rec.locate(tmp_path, tmp_path / "cache", print)
+
+
+def test_bank_holds_trimmed_normalised_clips_and_is_reused(tmp_path: Path) -> None:
+    clips = rec.package_clips(write_fake_packages(tmp_path / "pkgs", clips=2))
+    bank = tmp_path / "bank"
+    speakers = rec.build_bank(clips, bank, 8000)
+    assert [s.spk_id for s in speakers] == sorted(clips)
+    assert {s.spk_id: s.pool for s in speakers}["hwbritish"] == "dev"
+    for spk in speakers:
+        audio = np.load(spk.path)
+        assert spk.n_clips == 2 and spk.offsets[-1] == len(audio)  # the 800-sample clip is gone
+        for k in range(spk.n_clips):
+            clip = audio[spk.offsets[k] : spk.offsets[k + 1]].astype(float) / 32768
+            assert np.max(np.abs(clip)) == pytest.approx(0.5, abs=1e-3)
+            # 2000 samples of silence at 22.05 kHz were cut down to the 50 ms margin.
+            assert np.flatnonzero(np.abs(clip) > 0.01)[0] <= 0.06 * 8000
+    stamp = (bank / "bank.json").stat().st_mtime_ns
+    assert rec.build_bank(clips, bank, 8000) == speakers
+    assert (bank / "bank.json").stat().st_mtime_ns == stamp
+
+
+def test_packed_folder_round_trips_through_recorded_dir(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**__import__("os").environ, "USGM_CACHE": str(tmp_path / "cache")}
+    pkgs = write_fake_packages(tmp_path / "cache/recorded/pkgs", clips=2)
+    (pkgs / ".complete").touch()
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/pack_recorded.py"), "--out", str(tmp_path / "p")],
+        check=True, env=env, cwd=ROOT, capture_output=True,
+    )  # fmt: skip
+    packed = rec.ensure_bank(8000, recorded_dir=tmp_path / "p", cache=tmp_path / "c2")
+    direct = rec.ensure_bank(8000, cache=tmp_path / "cache")
+    assert [(s.spk_id, s.pool) for s in packed] == [(s.spk_id, s.pool) for s in direct]
+    for p, d in zip(packed, direct, strict=True):
+        # Lines are joined 8 to a file with 0.25 s pauses: same speech, plus the pauses.
+        assert p.n_clips == 1 and d.n_clips == 2
+        assert d.seconds < p.seconds < d.seconds + 0.3
+
+
+def _f0(x: np.ndarray, sr: int) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spec) * sr / len(x))
+
+
+def test_render_recorded_length_and_speed_shift_pitch(tmp_path: Path) -> None:
+    sr = 8000
+    tone = (0.4 * np.sin(2 * np.pi * 200 * np.arange(sr) / sr) * 32767).astype(np.int16)
+    np.save(tmp_path / "s.npy", np.concatenate([tone, tone]))
+    spk = rec.RecordedSpeaker("fcsm", "train", str(tmp_path / "s.npy"), (0, sr, 2 * sr), sr)
+    rng = np.random.default_rng(0)
+    plain = rec.render_recorded(spk, rng, sr, target_s=2.5, speed=1.0)
+    fast = rec.render_recorded(spk, rng, sr, target_s=2.5, speed=1.2)
+    assert len(plain) == len(fast) == int(2.5 * sr)
+    assert _f0(plain[:sr], sr) == pytest.approx(200, abs=3)
+    assert _f0(fast[:sr], sr) == pytest.approx(240, abs=3)
+    with pytest.raises(DataError, match="8000 Hz"):
+        rec.render_recorded(spk, rng, 16000, target_s=1.0, speed=1.0)
+
+
+def _ids(root: Path, split: str) -> list[str]:
+    meta = root / "wav8k/min/metadata" / f"mixture_{split}_mix_both.csv"
+    with open(meta) as fh:
+        return [row["mixture_ID"] for row in csv.DictReader(fh)]
+
+
+def test_corpus_keeps_recorded_pools_per_split_and_people_distinct(tmp_path: Path) -> None:
+    root = make_dataset(
+        tmp_path / "c", n_train=24, n_dev=8, n_test=8, seed=5, num_workers=1,
+        recorded_fraction=0.6, cache_dir=tmp_path / "cache",
+        recorded_dir=_packed(tmp_path),
+    )  # fmt: skip
+    pools = {"train-360": set(), "dev": set(), "test": set()}
+    for split, found in pools.items():
+        ids = _ids(root, split)
+        spk = [[part.split("-")[0] for part in mid.split("_")] for mid in ids]
+        assert all(len(set(pair)) == 2 for pair in spk)  # different people in every mixture
+        found |= {s for pair in spk for s in pair if not s.isdigit()}
+        if split == "train-360":
+            n_rec = sum(not s.isdigit() for pair in spk for s in pair)
+            assert 0.3 < n_rec / (2 * len(ids)) < 0.9
+    assert pools["dev"] <= {"hwbritish", "hwrussian"} and pools["dev"]
+    assert pools["test"] <= {"hwdefaultes", "hwmobster"} and pools["test"]
+    assert pools["train-360"] and not pools["train-360"] & (pools["dev"] | pools["test"])
+    info = read_info(root)
+    assert info["recorded_speakers"]["hwmobster"]["pool"] == "test"
+    # A recorded source has the level the LibriMix rules give every speaker.
+    mid = next(m for m in _ids(root, "train-360") if not m.split("-")[0].isdigit())
+    x, _ = sf.read(root / "wav8k/min/train-360/s1" / f"{mid}.wav")
+    assert 1e-3 < np.sqrt(np.mean(x**2)) < 0.2
+
+
+def _packed(tmp_path: Path) -> Path:
+    """A per-speaker clip folder (the recorded_dir layout) made from the stand-in packages."""
+    clips = rec.package_clips(write_fake_packages(tmp_path / "pkgs"))
+    out = tmp_path / "packed"
+    for spk, paths in clips.items():
+        (out / spk).mkdir(parents=True)
+        for p in paths:
+            (out / spk / p.name).write_bytes(p.read_bytes())
+    return out
+
+
+def test_recorded_fraction_zero_needs_no_recordings_and_keeps_espeak_output(tmp_path: Path) -> None:
+    kw = dict(n_train=3, n_dev=1, n_test=1, seed=9, num_workers=1, recorded_fraction=0.0)
+    a = make_dataset(tmp_path / "a", cache_dir=tmp_path / "empty-cache", **kw)
+    b = make_dataset(
+        tmp_path / "b", recorded_dir=_packed(tmp_path), recorded_splits=(),
+        **{**kw, "recorded_fraction": 0.5},
+    )  # fmt: skip
+    assert not (tmp_path / "empty-cache").exists()
+    for wav in sorted((a / "wav8k/min").rglob("*.wav")):
+        assert wav.read_bytes() == (b / wav.relative_to(a)).read_bytes()
+    assert json.loads((a / "DONE").read_text())["recorded_speakers"] == {}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("recorded_fraction", 1.5), ("recorded_splits", ("train", "eval")), ("recorded_speed", (0.3, 1))],
+)
+def test_bad_recorded_options_name_the_key(tmp_path: Path, key: str, value) -> None:
+    with pytest.raises(DataError, match=key):
+        make_dataset(tmp_path / "x", n_train=1, **{key: value})

@@ -1,0 +1,375 @@
+"""Recorded human speech as a second speech source of the default corpus.
+
+Formant speech alone does not teach a separator what real voices look like (issue 5: a model
+trained on eSpeak only scored below 0 dB on real speech). The default corpus therefore mixes in
+real recorded voices from Debian's game packages, fetched on demand with ``apt-get download`` (no
+root needed) into a cache; usgm ships none of the audio:
+
+- ``fillets-ng-data-cs`` / ``-nl`` (GPL-2+): Fish Fillets NG's Czech and Dutch dubs, about 120 min
+  of studio dialogue by the four main voice actors (the two fish of each dub), 22.05 kHz.
+- ``hedgewars-data`` (GPL-2 / CC): 14 voice packs of about a minute of short exclamations each.
+
+18 people in all; two Hedgewars packs go to the dev pool and two to the test pool, the rest to
+train. None of them is in the real-speech dev set (Asterisk prompts, see
+``benchmarks/real_speech_transfer.py``).
+
+Lookup order: an explicit ``recorded_dir`` (one sub-folder of clips per speaker ID, e.g. from
+``benchmarks/pack_recorded.py``); the installed packages; the cache (``$USGM_CACHE`` or
+``~/.cache/usgm``); else download into the cache.
+
+The clips are decoded once per sample rate into a *bank*: one int16 ``.npy`` per speaker (clips
+back to back, trimmed of leading/trailing silence) plus ``bank.json`` with the clip offsets. The
+worker processes memory-map it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from usgm.data.errors import DataError
+
+# Debian packages and the folder inside each that holds the voice clips.
+PACKAGE_DIRS = {
+    "fillets-ng-data-cs": "usr/share/games/fillets-ng/sound",
+    "fillets-ng-data-nl": "usr/share/games/fillets-ng/sound",
+    "hedgewars-data": "usr/share/games/hedgewars/Data/Sounds/voices",
+}
+PACKAGES = tuple(PACKAGE_DIRS)
+SYSTEM_ROOT = Path("/")
+# Fish Fillets NG: (language folder, character code) → speaker ID. "m" / "v" are the small / big
+# fish of each dub: the only characters with enough lines (26–34 min each) to count as one person.
+FILLETS = {("cs", "m"): "fcsm", ("cs", "v"): "fcsv", ("nl", "m"): "fnlm", ("nl", "v"): "fnlv"}
+# Hedgewars voice packs (about a minute of short exclamations each), one voice actor per pack as
+# far as the package tells; "Robot" is left out (a vocoder effect, not a voice).
+HEDGEWARS = {
+    name: "hw" + name.lower().replace("_", "")
+    for name in (
+        "British", "Classic", "Default", "Default_es", "Default_pl", "Default_ru", "Default_uk",
+        "HillBilly", "Mobster", "Pirate", "Russian", "Russian_pl", "Singer", "Surfer",
+    )
+}  # fmt: skip
+# Speaker-disjoint pools: dev and test get held-out voice packs, so that validation (and thus
+# checkpoint selection) sees real voices the model never trained on.
+POOLS = {"hwbritish": "dev", "hwrussian": "dev", "hwdefaultes": "test", "hwmobster": "test"}
+SPEAKER_IDS = (*FILLETS.values(), *HEDGEWARS.values())
+BANK_VERSION = 2
+_MIN_CLIP_S = 0.4
+
+
+@dataclass(frozen=True)
+class RecordedSpeaker:
+    """One recorded person in a decoded bank.
+
+    Attributes:
+        spk_id: short ID used in mixture IDs (letters only: ``fcsm``, ``hwpirate`` …).
+        pool: ``train``, ``dev`` or ``test`` (see :data:`POOLS`).
+        path: int16 ``.npy`` file with every clip of the speaker back to back.
+        offsets: clip boundaries in samples, ``len(clips) + 1`` increasing values from 0.
+        sample_rate: rate of the bank, Hz.
+    """
+
+    spk_id: str
+    pool: str
+    path: str
+    offsets: tuple[int, ...]
+    sample_rate: int
+
+    @property
+    def n_clips(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def seconds(self) -> float:
+        return self.offsets[-1] / self.sample_rate
+
+
+def default_cache() -> Path:
+    """``$USGM_CACHE`` if set, else ``~/.cache/usgm``."""
+    env = os.environ.get("USGM_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "usgm"
+
+
+def fillets_speaker(path: Path) -> str | None:
+    """Speaker ID of a Fish Fillets clip ``…/<lang>/<level>-<character>-<line>.ogg``, or None."""
+    parts = path.stem.split("-")
+    if len(parts) < 3:
+        return None
+    return FILLETS.get((path.parent.name, parts[1]))
+
+
+def package_clips(root: Path) -> dict[str, list[Path]]:
+    """Clips per speaker ID in unpacked packages under ``root`` (``/`` for installed ones)."""
+    clips: dict[str, list[Path]] = {}
+    sound = root / PACKAGE_DIRS["fillets-ng-data-cs"]
+    for path in sorted(sound.glob("*/*/*.ogg")) if sound.is_dir() else []:
+        if (spk := fillets_speaker(path)) is not None:
+            clips.setdefault(spk, []).append(path)
+    voices = root / PACKAGE_DIRS["hedgewars-data"]
+    for pack, spk in HEDGEWARS.items():
+        if (voices / pack).is_dir():
+            clips[spk] = sorted((voices / pack).glob("*.ogg"))
+    return {k: v for k, v in clips.items() if v}
+
+
+def folder_clips(folder: Path) -> dict[str, list[Path]]:
+    """Clips per speaker in a plain folder: one sub-folder per speaker ID of audio files."""
+    return {
+        d.name: files
+        for d in sorted(folder.iterdir())
+        if d.is_dir() and d.name in SPEAKER_IDS
+        and (files := sorted(f for f in d.iterdir() if f.suffix in (".ogg", ".wav", ".flac")))
+    }  # fmt: skip
+
+
+def _extract_deb(deb: Path, dest: Path, prefix: str = "") -> None:
+    """Unpack a .deb's data archive (the members under ``prefix``) into ``dest``.
+
+    An own ar reader, so dpkg is not needed.
+    """
+    with open(deb, "rb") as fh:
+        if fh.read(8) != b"!<arch>\n":
+            raise DataError(f"{deb}: not a Debian package (bad ar header)")
+        while header := fh.read(60):
+            name = header[:16].decode().strip().rstrip("/")
+            size = int(header[48:58].decode().strip())
+            data_start = fh.tell()
+            if name.startswith("data.tar"):
+                if name.endswith(".zst"):
+                    raise DataError(f"{deb}: zstd data archive; unpack it with `dpkg -x`")
+                with tarfile.open(fileobj=_Slice(fh, data_start, size), mode="r|*") as tar:
+                    for member in tar:
+                        if member.name.lstrip("./").startswith(prefix):
+                            tar.extract(member, dest, filter="data")
+                return
+            fh.seek(data_start + size + (size & 1))
+    raise DataError(f"{deb}: no data.tar member")
+
+
+class _Slice:
+    """Read-only file view of ``size`` bytes from ``start`` (for tarfile's stream mode)."""
+
+    def __init__(self, fh, start: int, size: int) -> None:
+        self.fh, self.left = fh, size
+        fh.seek(start)
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        data = self.fh.read(n)
+        self.left -= len(data)
+        return data
+
+
+def fetch(cache: Path, log: Callable[[str], None] = lambda _: None) -> Path:
+    """Download and unpack :data:`PACKAGES` (voice folders only) into ``cache/recorded/pkgs``.
+
+    Returns:
+        The unpacked root (``package_clips`` reads it).
+
+    Raises:
+        DataError: ``apt-get`` missing or failing (the message says how to get the files).
+    """
+    root = cache / "recorded"
+    pkgs = root / "pkgs"
+    if (pkgs / ".complete").is_file():
+        return pkgs
+    debs = root / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    missing = [p for p in PACKAGES if not any(debs.glob(f"{p}_*.deb"))]
+    if missing:
+        how = (
+            f"get them on a Debian/Ubuntu machine with `apt-get download {' '.join(PACKAGES)}` "
+            f"and put the .deb files into {debs}, or install them (`apt install "
+            f"{' '.join(PACKAGES)}`), or pass recorded_dir=<a folder of per-speaker clips "
+            "(benchmarks/pack_recorded.py)>, or generate eSpeak-only data with recorded_fraction=0"
+        )
+        if shutil.which("apt-get") is None:
+            raise DataError(f"recorded speech: packages {', '.join(missing)} needed; {how}")
+        log(f"downloading {', '.join(missing)} (Debian, ~215 MB) into {debs}")
+        proc = subprocess.run(
+            ["apt-get", "download", *missing], cwd=debs, capture_output=True, text=True
+        )
+        got = [p for p in missing if any(debs.glob(f"{p}_*.deb"))]
+        if proc.returncode != 0 or len(got) != len(missing):
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise DataError(
+                f"recorded speech: `apt-get download {' '.join(missing)}` failed "
+                f"({tail[0]}; empty package lists need `apt-get update` first); {how}"
+            )
+    tmp = Path(tempfile.mkdtemp(prefix="pkgs.partial-", dir=root))
+    try:
+        for package, folder in PACKAGE_DIRS.items():
+            _extract_deb(sorted(debs.glob(f"{package}_*.deb"))[-1], tmp, folder)
+        (tmp / ".complete").touch()
+        shutil.rmtree(pkgs, ignore_errors=True)
+        tmp.rename(pkgs)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return pkgs
+
+
+def locate(
+    recorded_dir: str | os.PathLike[str] | None, cache: Path, log
+) -> dict[str, list[Path]]:
+    """Clips per speaker: from ``recorded_dir``, the installed packages, or the (filled) cache."""
+    if recorded_dir is not None:
+        folder = Path(recorded_dir).expanduser()
+        clips = folder_clips(folder) if folder.is_dir() else {}
+        if not clips:
+            raise DataError(
+                f"recorded_dir {folder}: expected one sub-folder of clips per speaker ID "
+                f"({', '.join(SPEAKER_IDS[:3])}, …), as benchmarks/pack_recorded.py writes"
+            )
+        return clips
+    installed = package_clips(SYSTEM_ROOT)
+    if len(installed) == len(SPEAKER_IDS):
+        return installed
+    return package_clips(fetch(cache, log))
+
+
+def _decode_clip(path: Path, sr: int) -> np.ndarray:
+    import soundfile as sf
+
+    from usgm.data.synth import dsp
+
+    try:
+        x, rate = sf.read(path, dtype="float64", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise DataError(f"recorded speech: cannot decode {path}: {exc}") from exc
+    x = dsp.resample(x.mean(axis=1), rate, sr)
+    peak = np.max(np.abs(x)) if x.size else 0.0
+    if peak == 0:
+        return x[:0]
+    active = np.flatnonzero(np.abs(x) > 0.02 * peak)
+    margin = int(0.05 * sr)
+    return x[max(active[0] - margin, 0) : active[-1] + 1 + margin]
+
+
+def build_bank(
+    clips: dict[str, list[Path]], bank: Path, sr: int, log: Callable[[str], None] = lambda _: None
+) -> list[RecordedSpeaker]:
+    """Decode ``clips`` (per speaker ID) into a bank at ``sr``, once.
+
+    Clips are peak-normalised to 0.5 each (the generator sets loudness later) and stored in
+    sorted order, so the bank is identical wherever it is built.
+    """
+    index = bank / "bank.json"
+    if index.is_file():
+        info = json.loads(index.read_text())
+        if info.get("version") == BANK_VERSION and info.get("sample_rate") == sr:
+            return _speakers(bank, info)
+    log(f"decoding recorded speech of {len(clips)} speakers at {sr} Hz into {bank}")
+    audio: dict[str, list[np.ndarray]] = {}
+    for spk, paths in sorted(clips.items()):
+        for path in paths:
+            x = _decode_clip(path, sr)
+            if len(x) >= _MIN_CLIP_S * sr:
+                x = np.round(x / np.max(np.abs(x)) * 0.5 * 32767).astype(np.int16)
+                audio.setdefault(spk, []).append(x)
+    if not audio:
+        raise DataError(f"recorded speech: no usable clips (all shorter than {_MIN_CLIP_S} s)")
+    bank.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{bank.name}.partial-", dir=bank.parent))
+    try:
+        speakers = {}
+        for spk, parts in audio.items():
+            np.save(tmp / f"{spk}.npy", np.concatenate(parts))
+            speakers[spk] = np.cumsum([0] + [len(p) for p in parts]).tolist()
+        info = {"version": BANK_VERSION, "sample_rate": sr, "speakers": speakers}
+        (tmp / "bank.json").write_text(json.dumps(info))
+        shutil.rmtree(bank, ignore_errors=True)
+        tmp.rename(bank)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _speakers(bank, info)
+
+
+def _speakers(bank: Path, info: dict) -> list[RecordedSpeaker]:
+    return [
+        RecordedSpeaker(
+            spk, POOLS.get(spk, "train"), str(bank / f"{spk}.npy"), tuple(offsets),
+            info["sample_rate"],
+        )  # fmt: skip
+        for spk, offsets in sorted(info["speakers"].items())
+    ]
+
+
+def ensure_bank(
+    sr: int,
+    recorded_dir: str | os.PathLike[str] | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> list[RecordedSpeaker]:
+    """Find (or fetch) the recordings and return the decoded bank's speakers at ``sr``.
+
+    The bank lives in ``<cache>/recorded/bank-<sr>`` (with ``recorded_dir`` given: in
+    ``<cache>/recorded/bank-<sr>-<hash of the folder path>``).
+    """
+    cache_dir = Path(cache).expanduser() if cache is not None else default_cache()
+    name = f"bank-{sr}"
+    if recorded_dir is not None:
+        import hashlib
+
+        key = str(Path(recorded_dir).expanduser().absolute())
+        name += "-" + hashlib.sha1(key.encode()).hexdigest()[:10]
+    bank = cache_dir / "recorded" / name
+    index = bank / "bank.json"
+    if index.is_file():  # decoded before: no need to look for the sources again
+        info = json.loads(index.read_text())
+        if info.get("version") == BANK_VERSION and info.get("sample_rate") == sr:
+            return _speakers(bank, info)
+    return build_bank(locate(recorded_dir, cache_dir, log), bank, sr, log)
+
+
+def render_recorded(
+    spk: RecordedSpeaker, rng: np.random.Generator, sr: int, target_s: float, speed: float
+) -> np.ndarray:
+    """One pseudo-utterance: random clips of ``spk`` joined by short pauses, speed-perturbed.
+
+    The speed factor resamples the joined clips, shifting F0 and formants together (vocal-tract
+    length perturbation), so four recorded people give many distinct-sounding voices.
+
+    Args:
+        spk: the speaker (bank rate must equal ``sr``).
+        rng: the mixture's random generator.
+        sr: sample rate, Hz.
+        target_s: duration to reach (after the speed change), seconds.
+        speed: > 1 faster and higher, < 1 slower and lower.
+
+    Returns:
+        (T,) float64, T = ``target_s * sr`` samples.
+    """
+    from usgm.data.synth import dsp
+
+    if spk.sample_rate != sr:
+        raise DataError(f"recorded bank {spk.path} is at {spk.sample_rate} Hz, need {sr}")
+    audio = np.load(spk.path, mmap_mode="r")
+    need = int(target_s * sr * speed)
+    pieces, total = [], 0
+    while total < need:
+        k = int(rng.integers(spk.n_clips))
+        clip = np.asarray(audio[spk.offsets[k] : spk.offsets[k + 1]], dtype=np.float64) / 32768.0
+        gap = np.zeros(int(rng.uniform(0.05, 0.4) * sr)) if pieces else np.zeros(0)
+        pieces += [gap, clip * 10 ** (rng.uniform(-3, 3) / 20)]
+        total += len(gap) + len(clip)
+    x = np.concatenate(pieces)
+    # Speed in steps of 1/40 keeps the polyphase filters short (ratio 40/k).
+    steps = round(speed * 40)
+    if steps != 40:
+        x = dsp.resample(x, steps, 40)
+    n = int(target_s * sr)
+    if len(x) > n:  # cut inside the last clip, with a short fade
+        x = x[:n]
+        x[-int(0.02 * sr) :] *= np.linspace(1.0, 0.0, int(0.02 * sr))
+    return x
