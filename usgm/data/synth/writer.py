@@ -229,7 +229,11 @@ def make_dataset(
         if opts.recorded_fraction > 0 and opts.recorded_splits:
             from usgm.data.synth.recorded import ensure_bank
 
-            recorded = ensure_bank(sample_rate, recorded_dir, cache_dir, log)
+            # One-time download/decoding takes a while: always say so, even when not verbose.
+            recorded = ensure_bank(
+                sample_rate, recorded_dir, cache_dir,
+                lambda msg: print(f"[usgm-make-data] {msg}", file=sys.stderr, flush=True),
+            )  # fmt: skip
         kinds = ["mix_both", "mix_clean", *(f"s{j + 1}" for j in range(n_src)), "noise"]
         with tempfile.TemporaryDirectory(prefix="usgm-synth-") as tmp:
             from usgm.data.synth.espeak import make_data_dir
