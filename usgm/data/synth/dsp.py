@@ -137,13 +137,18 @@ def reverberate(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
 
 
 def trim_silence(
-    x: np.ndarray, sr: int, rng: np.random.Generator, pad_s: tuple[float, float] = (0.05, 0.25)
+    x: np.ndarray,
+    sr: int,
+    rng: np.random.Generator,
+    pad_s: tuple[float, float] = (0.05, 0.25),
+    threshold: float = 0.01,
 ) -> np.ndarray:
-    """Cut leading/trailing near-silence, keeping a random margin of ``pad_s`` seconds each side."""
+    """Cut leading/trailing near-silence (below ``threshold`` × peak), keeping a random margin of
+    ``pad_s`` seconds each side."""
     peak = np.max(np.abs(x)) if x.size else 0.0
     if peak == 0:
         return x
-    active = np.flatnonzero(np.abs(x) > 0.01 * peak)
+    active = np.flatnonzero(np.abs(x) > threshold * peak)
     start = max(active[0] - int(rng.uniform(*pad_s) * sr), 0)
     stop = min(active[-1] + 1 + int(rng.uniform(*pad_s) * sr), len(x))
     return x[start:stop]

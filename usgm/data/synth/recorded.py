@@ -24,6 +24,7 @@ worker processes memory-map it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -247,12 +248,20 @@ def _decode_clip(path: Path, sr: int) -> np.ndarray:
     except (RuntimeError, sf.LibsndfileError) as exc:
         raise DataError(f"recorded speech: cannot decode {path}: {exc}") from exc
     x = dsp.resample(x.mean(axis=1), rate, sr)
-    peak = np.max(np.abs(x)) if x.size else 0.0
-    if peak == 0:
-        return x[:0]
-    active = np.flatnonzero(np.abs(x) > 0.02 * peak)
-    margin = int(0.05 * sr)
-    return x[max(active[0] - margin, 0) : active[-1] + 1 + margin]
+    # A fixed 50 ms margin (no random draw: the bank is the same wherever it is built); recorded
+    # clips carry their own room noise, hence the higher threshold than for eSpeak's silence.
+    return dsp.trim_silence(x, sr, np.random.default_rng(0), pad_s=(0.05, 0.05), threshold=0.02)
+
+
+def _load_bank(bank: Path, sr: int) -> list[RecordedSpeaker] | None:
+    """The speakers of an already decoded bank at ``sr``, or None when there is none (yet)."""
+    index = bank / "bank.json"
+    if not index.is_file():
+        return None
+    info = json.loads(index.read_text())
+    if info.get("version") != BANK_VERSION or info.get("sample_rate") != sr:
+        return None
+    return _speakers(bank, info)
 
 
 def build_bank(
@@ -263,17 +272,14 @@ def build_bank(
     Clips are peak-normalised to 0.5 each (the generator sets loudness later) and stored in
     sorted order, so the bank is identical wherever it is built.
     """
-    index = bank / "bank.json"
-    if index.is_file():
-        info = json.loads(index.read_text())
-        if info.get("version") == BANK_VERSION and info.get("sample_rate") == sr:
-            return _speakers(bank, info)
+    if (done := _load_bank(bank, sr)) is not None:
+        return done
     log(f"decoding recorded speech of {len(clips)} speakers at {sr} Hz into {bank}")
     audio: dict[str, list[np.ndarray]] = {}
     for spk, paths in sorted(clips.items()):
         for path in paths:
             x = _decode_clip(path, sr)
-            if len(x) >= _MIN_CLIP_S * sr:
+            if len(x) >= _MIN_CLIP_S * sr and np.any(x):
                 x = np.round(x / np.max(np.abs(x)) * 0.5 * 32767).astype(np.int16)
                 audio.setdefault(spk, []).append(x)
     if not audio:
@@ -324,12 +330,15 @@ def ensure_bank(
         key = str(Path(recorded_dir).expanduser().absolute())
         name += "-" + hashlib.sha1(key.encode()).hexdigest()[:10]
     bank = cache_dir / "recorded" / name
-    index = bank / "bank.json"
-    if index.is_file():  # decoded before: no need to look for the sources again
-        info = json.loads(index.read_text())
-        if info.get("version") == BANK_VERSION and info.get("sample_rate") == sr:
-            return _speakers(bank, info)
+    if (done := _load_bank(bank, sr)) is not None:  # no need to look for the sources again
+        return done
     return build_bank(locate(recorded_dir, cache_dir, log), bank, sr, log)
+
+
+@functools.lru_cache(maxsize=64)
+def _mapped(path: str) -> np.ndarray:
+    """The int16 audio of one bank speaker, memory-mapped once per process."""
+    return np.load(path, mmap_mode="r")
 
 
 def render_recorded(
@@ -354,7 +363,7 @@ def render_recorded(
 
     if spk.sample_rate != sr:
         raise DataError(f"recorded bank {spk.path} is at {spk.sample_rate} Hz, need {sr}")
-    audio = np.load(spk.path, mmap_mode="r")
+    audio = _mapped(spk.path)
     need = int(target_s * sr * speed)
     pieces, total = [], 0
     while total < need:
