@@ -65,11 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--recorded-fraction", type=float, default=None, metavar="P",
-        help="share of training sources from recorded people (default 0.5; 0: eSpeak only)",
+        help="share of sources from recorded people (default 0.5; 0: eSpeak only, nothing fetched)",
     )  # fmt: skip
     p.add_argument(
         "--recorded-dir", default=None, metavar="DIR",
-        help="Fish Fillets NG sound/ folder (default: installed game, cache, or apt-get download)",
+        help="recorded voices, one sub-folder per speaker ID (default: installed packages, "
+        "cache, or apt-get download; see benchmarks/pack_recorded.py)",
     )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
