@@ -22,7 +22,8 @@
 # GPU_TRANSFER_TINY=1 (a CPU dry run of the same logic in seconds: tiny data and model),
 # GPU_TRANSFER_NO_INSTALL=1 (skip the wheel install), CALL_LIMIT (seconds per call, 600),
 # REC_DIR (packed recorded speech for a machine without apt), EXTRA_OVERRIDES (Hydra overrides
-# for both stages).
+# for both stages), WHL_DIR (wheel folder to install, default .whl; the device image has scipy,
+# so a copy without it leaves room for a larger .rec within the carry limit).
 set -euo pipefail
 STAGE=${1:?usage: gpu_transfer_run.sh 1|2}
 T0=$(date +%s)
@@ -37,9 +38,9 @@ LOG="$OUT/stage$STAGE.log"
 exec > >(tee -a "$LOG") 2>&1
 echo "[gpu-transfer] stage $STAGE start $(date -u +%FT%TZ) on $(hostname)"
 
-if [ -z "${GPU_TRANSFER_NO_INSTALL:-}" ] && [ -d .whl ] && [ ! -f /tmp/site/.usgm_installed ]; then
+if [ -z "${GPU_TRANSFER_NO_INSTALL:-}" ] && [ -d "${WHL_DIR:-.whl}" ] && [ ! -f /tmp/site/.usgm_installed ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
+    --target /tmp/site "${WHL_DIR:-.whl}"/*.whl
   touch /tmp/site/.usgm_installed
 fi
 export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH}

@@ -1,8 +1,8 @@
 """Pack the recorded-speech bank as small Ogg Vorbis files for a machine without apt.
 
-The generator's recorded speech (:mod:`usgm.data.synth.recorded`) comes from two Debian packages
-(~215 MB). A machine that cannot reach the Debian archive (e.g. the lent GPU machine) gets a
-re-encoded copy of the decoded 8 kHz bank instead: about 13 MB of Vorbis in the same folder layout
+The generator's recorded speech (:mod:`usgm.data.synth.recorded`) comes from eight Debian packages
+(~360 MB). A machine that cannot reach the Debian archive (e.g. the lent GPU machine) gets a
+re-encoded copy of the decoded 8 kHz bank instead: about 52 MB of Vorbis in the same folder layout
 (one sub-folder of clips per speaker ID), which ``recorded_dir`` /
 ``usgm-make-data --recorded-dir`` accept. Every file joins ``--join`` lines with 0.25 s pauses
 (one Vorbis header per file is ~4 kB). Lossy re-encoding of already-lossy clips: fine for training

@@ -16,9 +16,9 @@ OUT=${OUT:-/tmp/sweep/out}
 SWEEP=${SWEEP:-/tmp/sweep}
 DEADLINE_S=${DEADLINE_S:-500}
 mkdir -p "$OUT" "$SWEEP"
-if [ -z "${NO_INSTALL:-}" ] && [ -d .whl ] && [ ! -f /tmp/site/.usgm_installed ]; then
+if [ -z "${NO_INSTALL:-}" ] && [ -d "${WHL_DIR:-.whl}" ] && [ ! -f /tmp/site/.usgm_installed ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
+    --target /tmp/site "${WHL_DIR:-.whl}"/*.whl
   touch /tmp/site/.usgm_installed
 fi
 export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH} USGM_CACHE=$SWEEP/cache PYTHONUNBUFFERED=1

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from usgm.data.errors import DataError
 from usgm.data.synth import read_info
+from usgm.data.synth import recorded as rec
 from usgm.training.factory import ensure_default_data
 
 
@@ -58,3 +59,15 @@ def test_where_the_recordings_come_from_does_not_make_data_stale(tmp_path: Path)
     cfg.generate.recorded_fraction = 0.0  # content: rebuilt
     ensure_default_data(cfg)
     assert read_info(root)["options"]["recorded_fraction"] == 0.0
+
+
+def test_a_corpus_from_an_older_voice_catalogue_is_rebuilt(tmp_path: Path) -> None:
+    import json
+
+    root = tmp_path / "default_2mix"
+    ensure_default_data(_data_cfg(root))
+    info = read_info(root)
+    assert info["recorded_speakers"] and info["recorded_bank"] == rec.BANK_VERSION
+    (root / "DONE").write_text(json.dumps({**info, "recorded_bank": rec.BANK_VERSION - 1}))
+    ensure_default_data(_data_cfg(root))
+    assert read_info(root)["recorded_bank"] == rec.BANK_VERSION

@@ -74,12 +74,13 @@ def _build_matches(info: dict[str, Any] | None, data_cfg: DictConfig) -> bool:
     import json
 
     from usgm.data.synth import SynthOptions
+    from usgm.data.synth.writer import recorded_bank_version
 
     if not info:
         return False
     gen = dict(to_plain(data_cfg.generate))
     counts = {
-        "train-360": gen.pop("n_train", 800),
+        "train-360": gen.pop("n_train", 3000),
         "dev": gen.pop("n_dev", 200),
         "test": gen.pop("n_test", 200),
     }
@@ -87,8 +88,11 @@ def _build_matches(info: dict[str, Any] | None, data_cfg: DictConfig) -> bool:
     for where in ("num_workers", "recorded_dir", "cache_dir"):  # locations, not content
         gen.pop(where, None)
     options = json.loads(json.dumps(dataclasses.asdict(SynthOptions(**gen))))
+    # A corpus with recorded voices is stale once the voice catalogue (bank version) changed.
+    recorded = bool(info.get("recorded_speakers"))
     return (
-        info.get("n_src") == int(data_cfg.n_src)
+        (not recorded or info.get("recorded_bank") == recorded_bank_version())
+        and info.get("n_src") == int(data_cfg.n_src)
         and info.get("sample_rate") == int(data_cfg.sample_rate)
         and info.get("counts") == counts
         and info.get("seed") == seed

@@ -16,32 +16,29 @@ from tests.conftest import write_fake_packages
 from usgm.data.errors import DataError
 from usgm.data.synth import make_dataset, read_info
 from usgm.data.synth import recorded as rec
+from usgm.data.synth.voicepacks import PACKAGES, find_clips
+
+FAKE_SPEAKERS = sorted(
+    ["fcsm", "fcsv", "fnlm", "fnlv", "hwbritish", "hwrussian", "hwdefaultes", "hwmobster",
+     "hwpirate", "drenjh", "drend", "dresjh", "fqjoe", "fqaf", "ktde", "ktlt", "ktfr", "ktga",
+     "klfr"]
+)  # fmt: skip
 
 
-def test_fillets_speaker_keeps_only_the_four_main_voices() -> None:
-    assert rec.fillets_speaker(Path("x/city/cs/vit-m-hlava.ogg")) == "fcsm"
-    assert rec.fillets_speaker(Path("x/city/nl/vit-v-auto.ogg")) == "fnlv"
-    assert rec.fillets_speaker(Path("x/city/cs/vit-hs-radio.ogg")) is None  # minor character
-    assert rec.fillets_speaker(Path("x/city/en/vit-m-hello.ogg")) is None  # other language
-    assert rec.fillets_speaker(Path("x/share/bubbles.ogg")) is None  # sound effect
+def fake_clips(root: Path, clips: int = 3) -> dict:
+    """Clips per speaker of the stand-in packages written under ``root``."""
+    write_fake_packages(root, clips=clips)
+    return find_clips({p: root / p for p in PACKAGES})
 
 
-def test_speaker_ids_are_mixture_id_safe_and_pools_disjoint() -> None:
-    assert len(set(rec.SPEAKER_IDS)) == len(rec.SPEAKER_IDS) == 18
-    assert all(s.isalpha() and s.islower() for s in rec.SPEAKER_IDS)  # no "_" / "-" in IDs
-    assert "hwrobot" not in rec.SPEAKER_IDS
-    pools = [rec.POOLS.get(s, "train") for s in rec.SPEAKER_IDS]
-    assert (pools.count("train"), pools.count("dev"), pools.count("test")) == (14, 2, 2)
-
-
-def test_package_clips_maps_both_packages(tmp_path: Path) -> None:
-    clips = rec.package_clips(write_fake_packages(tmp_path / "pkgs", clips=2))
-    assert sorted(clips) == sorted(
-        ["fcsm", "fcsv", "fnlm", "fnlv", "hwbritish", "hwrussian", "hwdefaultes", "hwmobster",
-         "hwpirate"]
-    )  # fmt: skip
+def test_find_clips_maps_every_package(tmp_path: Path) -> None:
+    clips = fake_clips(tmp_path / "pkgs", clips=2)
+    assert sorted(clips) == FAKE_SPEAKERS  # no hwrobot, no Drascula effects, no cut scenes
     assert len(clips["fcsm"]) == 3  # two lines + the too-short one (dropped when decoding)
-    assert all(len(clips[s]) == 2 for s in ("fcsv", "hwpirate"))
+    assert all(len(clips[s]) == 2 for s in ("fcsv", "hwpirate", "drend", "fqaf", "ktfr"))
+    assert len(clips["dresjh"]) == 2  # the linked English line of Drascula is not Spanish speech
+    assert len(clips["fqjoe"]) == 2 and all(c.size > 0 for c in clips["fqjoe"])
+    assert all(c.raw_rate == 11025 for c in clips["drenjh"])
 
 
 def _deb(path: Path, files: dict[str, bytes], compression: str = "xz") -> Path:
@@ -84,7 +81,7 @@ def test_fetch_without_apt_names_packages_and_the_way_out(tmp_path: Path, monkey
     with pytest.raises(DataError) as err:
         rec.fetch(tmp_path / "cache")
     msg = str(err.value)
-    assert all(p in msg for p in ("fillets-ng-data-cs", "fillets-ng-data-nl", "hedgewars-data"))
+    assert all(p in msg for p in PACKAGES)
     assert "recorded_fraction=0" in msg and str(tmp_path / "cache") in msg
 
 
@@ -102,10 +99,22 @@ def test_fetch_unpacks_debs_already_in_the_cache(tmp_path: Path, monkeypatch) ->
     for package, name in files.items():
         # Only the voice folder of each package is unpacked.
         _deb(debs / f"{package}_1.0_all.deb", {name: ogg.getvalue(), "usr/bin/game": b"elf"})
-    pkgs = rec.fetch(tmp_path / "cache")
-    assert sorted(rec.package_clips(pkgs)) == ["fcsm", "fnlv", "hwpirate"]
-    assert not (pkgs / "usr/bin/game").exists()
-    assert rec.fetch(tmp_path / "cache") == pkgs  # unpacked once
+    roots = rec.fetch(tmp_path / "cache", tuple(files))
+    assert sorted(find_clips(roots)) == ["fcsm", "fnlv", "hwpirate"]
+    assert not (roots["hedgewars-data"] / "usr/bin/game").exists()
+    stamp = (roots["hedgewars-data"] / ".complete").stat().st_mtime_ns
+    assert rec.fetch(tmp_path / "cache", tuple(files)) == roots  # unpacked once
+    assert (roots["hedgewars-data"] / ".complete").stat().st_mtime_ns == stamp
+
+
+def test_fetch_replaces_the_old_single_tree_cache(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(rec.shutil, "which", lambda _: None)
+    old = tmp_path / "cache/recorded/pkgs"
+    (old / "usr/share").mkdir(parents=True)
+    (old / ".complete").touch()  # bank version 2 layout: one tree for all packages
+    with pytest.raises(DataError, match="hedgewars-data"):
+        rec.fetch(tmp_path / "cache", ("hedgewars-data",))
+    assert not (old / "usr").exists()
 
 
 def test_locate_rejects_a_wrong_folder(tmp_path: Path) -> None:
@@ -115,14 +124,17 @@ def test_locate_rejects_a_wrong_folder(tmp_path: Path) -> None:
 
 
 def test_bank_holds_trimmed_normalised_clips_and_is_reused(tmp_path: Path) -> None:
-    clips = rec.package_clips(write_fake_packages(tmp_path / "pkgs", clips=2))
+    clips = fake_clips(tmp_path / "pkgs", clips=2)
     bank = tmp_path / "bank"
     speakers = rec.build_bank(clips, bank, 8000)
-    assert [s.spk_id for s in speakers] == sorted(clips)
-    assert {s.spk_id: s.pool for s in speakers}["hwbritish"] == "dev"
+    # The lone 0.5 s line of "ktga" is too little speech for a speaker.
+    assert [s.spk_id for s in speakers] == [s for s in sorted(clips) if s != "ktga"]
+    pools = {s.spk_id: s.pool for s in speakers}
+    assert pools["hwbritish"] == pools["ktde"] == "dev" and pools["ktlt"] == "test"
     for spk in speakers:
         audio = np.load(spk.path)
-        assert spk.n_clips == 2 and spk.offsets[-1] == len(audio)  # the 800-sample clip is gone
+        # The 800-sample Fillets clip is gone, so is KLettres' second copy of one recording.
+        assert spk.n_clips == 2 and spk.offsets[-1] == len(audio)
         for k in range(spk.n_clips):
             clip = audio[spk.offsets[k] : spk.offsets[k + 1]].astype(float) / 32768
             assert np.max(np.abs(clip)) == pytest.approx(0.5, abs=1e-3)
@@ -140,8 +152,7 @@ def test_packed_folder_round_trips_through_recorded_dir(tmp_path: Path) -> None:
     from tests.conftest import ROOT
 
     env = {**__import__("os").environ, "USGM_CACHE": str(tmp_path / "cache")}
-    pkgs = write_fake_packages(tmp_path / "cache/recorded/pkgs", clips=2)
-    (pkgs / ".complete").touch()
+    write_fake_packages(tmp_path / "cache/recorded/pkgs", clips=2)
     subprocess.run(
         [sys.executable, str(ROOT / "benchmarks/pack_recorded.py"), "--out", str(tmp_path / "p")],
         check=True, env=env, cwd=ROOT, capture_output=True,
@@ -196,8 +207,8 @@ def test_corpus_keeps_recorded_pools_per_split_and_people_distinct(tmp_path: Pat
         if split == "train-360":
             n_rec = sum(not s.isdigit() for pair in spk for s in pair)
             assert 0.3 < n_rec / (2 * len(ids)) < 0.9
-    assert pools["dev"] <= {"hwbritish", "hwrussian"} and pools["dev"]
-    assert pools["test"] <= {"hwdefaultes", "hwmobster"} and pools["test"]
+    assert pools["dev"] <= {"hwbritish", "hwrussian", "ktde"} and pools["dev"]
+    assert pools["test"] <= {"hwdefaultes", "hwmobster", "ktlt"} and pools["test"]
     assert pools["train-360"] and not pools["train-360"] & (pools["dev"] | pools["test"])
     info = read_info(root)
     assert info["recorded_speakers"]["hwmobster"]["pool"] == "test"
@@ -209,12 +220,14 @@ def test_corpus_keeps_recorded_pools_per_split_and_people_distinct(tmp_path: Pat
 
 def _packed(tmp_path: Path) -> Path:
     """A per-speaker clip folder (the recorded_dir layout) made from the stand-in packages."""
-    clips = rec.package_clips(write_fake_packages(tmp_path / "pkgs"))
+    speakers = rec.build_bank(fake_clips(tmp_path / "pkgs"), tmp_path / "bank", 8000)
     out = tmp_path / "packed"
-    for spk, paths in clips.items():
-        (out / spk).mkdir(parents=True)
-        for p in paths:
-            (out / spk / p.name).write_bytes(p.read_bytes())
+    for spk in speakers:
+        (out / spk.spk_id).mkdir(parents=True)
+        audio = np.load(spk.path)
+        for k in range(spk.n_clips):
+            line = audio[spk.offsets[k] : spk.offsets[k + 1]]
+            sf.write(out / spk.spk_id / f"{k}.wav", line, 8000, subtype="PCM_16")
     return out
 
 

@@ -2,7 +2,7 @@
 
 Example::
 
-    usgm-make-data --out data/Libri2Mix-synth --n-src 2 --n-train 800 --n-dev 200 --n-test 200
+    usgm-make-data --out data/Libri2Mix-synth --n-src 2 --n-train 3000 --n-dev 200 --n-test 200
 
 Prints the dataset root on stdout; progress goes to stderr (``--quiet`` silences it). Errors in
 the arguments or the output location give one line on stderr and a non-zero exit code.
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, metavar="DIR", help="dataset root to create")
     p.add_argument("--n-src", type=int, choices=(2, 3), default=2, help="speakers per mixture")
-    p.add_argument("--n-train", type=_count, default=800, metavar="N", help="train-360 mixtures")
+    p.add_argument("--n-train", type=_count, default=3000, metavar="N", help="train-360 mixtures")
     p.add_argument("--n-dev", type=_count, default=200, metavar="N", help="dev mixtures")
     p.add_argument("--n-test", type=_count, default=200, metavar="N", help="test mixtures")
     p.add_argument("--seed", type=_count, default=0, help="global seed (same seed: same files)")
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--recorded-fraction", type=float, default=None, metavar="P",
-        help="share of sources from recorded people (default 0.5; 0: eSpeak only, nothing fetched)",
+        help="share of sources from recorded people (default 1.0; 0: eSpeak only, nothing fetched)",
     )  # fmt: skip
     p.add_argument(
         "--recorded-dir", default=None, metavar="DIR",

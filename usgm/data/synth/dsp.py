@@ -293,3 +293,48 @@ def traffic_noise(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     y = coloured_noise(rng, n, sr, slope_db=rng.uniform(3, 7))
     y = y * smooth_envelope(rng, n, sr, depth_db=rng.uniform(3, 12), period_s=(1.0, 4.0))
     return y / (np.sqrt(np.mean(y**2)) + 1e-12)
+
+
+# Lossy speech codecs libsndfile can write and read back, as (container, subtype, kwargs): GSM 6.10
+# (GSM full rate, also the format of some real prompt sets), G.721 ADPCM, µ-law, IMA ADPCM, and
+# low-bitrate MP3 and Opus (internet audio).
+CODECS = {
+    "gsm": ("WAV", "GSM610", {}),
+    "g721": ("WAV", "G721_32", {}),
+    "ulaw": ("WAV", "ULAW", {}),
+    "adpcm": ("WAV", "IMA_ADPCM", {}),
+    "mp3": ("MP3", "MPEG_LAYER_III", {"compression_level": 0.9}),
+    "opus": ("OGG", "OPUS", {"compression_level": 0.9}),
+}
+CODEC_RATE = 8000
+
+
+def codec_round_trip(x: np.ndarray, sr: int, codec: str) -> np.ndarray:
+    """``x`` encoded with a lossy speech codec at 8 kHz and decoded again (telephone chain).
+
+    Args:
+        x: (T,) signal at ``sr``.
+        sr: sample rate, Hz (other rates go through 8 kHz and back, as in telephony).
+        codec: a key of :data:`CODECS`.
+
+    Returns:
+        (T,) float64 at ``sr``; codec delay is kept (it is part of the recording), the length
+        is cut or zero-padded back to T.
+    """
+    import io
+
+    import soundfile as sf
+
+    fmt, subtype, kwargs = CODECS[codec]
+    y = resample(x, sr, CODEC_RATE)
+    peak = float(np.max(np.abs(y))) if len(y) else 0.0
+    if peak == 0.0:
+        return np.zeros(len(x))
+    buf = io.BytesIO()
+    sf.write(buf, y * (0.9 / peak), CODEC_RATE, format=fmt, subtype=subtype, **kwargs)
+    buf.seek(0)
+    z, _ = sf.read(buf, dtype="float64")
+    z = resample(z * (peak / 0.9), CODEC_RATE, sr)
+    out = np.zeros(len(x))
+    out[: min(len(x), len(z))] = z[: len(x)]
+    return out

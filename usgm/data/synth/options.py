@@ -59,11 +59,16 @@ class SynthOptions:
         babble_talkers: (min, max) simultaneous talkers in one babble noise.
         recorded_fraction: share of sources drawn from recorded human speakers instead of eSpeak
             (in the splits of ``recorded_splits``; see :mod:`usgm.data.synth.recorded`). Needs
-            Debian's game voice packages (fetched on demand); 0 gives eSpeak-only data.
+            Debian's voice packages (fetched on demand); 0 gives eSpeak-only data. Default 1:
+            recorded voices transferred best to real speech (issue 5, README).
         recorded_splits: splits that use recorded speakers, each from its own disjoint pool of
-            people (16 train, 2 dev, 2 test).
+            people (140 train, 4 dev, 4 test).
         recorded_speed: range of the per-utterance speed factor of recorded speech (resampling:
             F0 and formants move together, like a different vocal tract).
+        codec: probability of passing an utterance through a lossy speech codec at 8 kHz
+            (GSM 6.10, G.721, µ-law, IMA ADPCM, low-bitrate MP3/Opus; recorded prompt sets and
+            telephone speech carry such artifacts); 0 disables.
+        codecs: the codecs drawn from (keys of ``usgm.data.synth.dsp.CODECS``).
         shard_size: mixtures per worker process. Part of the output's identity: the same seed
             and shard size give the same files whatever the number of workers.
     """
@@ -90,9 +95,11 @@ class SynthOptions:
     noise_kinds: tuple[str, ...] = ("cafe", "cafe", "speech_shaped", "machinery", "traffic")
     babble_bank: int = 24
     babble_talkers: tuple[int, int] = (3, 7)
-    recorded_fraction: float = 0.5
+    recorded_fraction: float = 1.0
     recorded_splits: tuple[str, ...] = ("train", "dev", "test")
     recorded_speed: tuple[float, float] = (0.85, 1.2)
+    codec: float = 0.5
+    codecs: tuple[str, ...] = ("gsm", "g721", "ulaw", "adpcm", "mp3", "opus")
     shard_size: int = 100
 
     def __post_init__(self) -> None:
@@ -120,6 +127,7 @@ class SynthOptions:
             "band_limit",
             "reverb",
             "recorded_fraction",
+            "codec",
         ):
             if not 0 <= getattr(self, key) <= 1:
                 raise bad(key, "must be in [0, 1]")
@@ -142,6 +150,10 @@ class SynthOptions:
             raise bad("recorded_splits", f"needs a subset of {', '.join(SPLITS)}")
         if not 0.5 <= self.recorded_speed[0] <= self.recorded_speed[1] <= 2:
             raise bad("recorded_speed", "needs 0.5 <= low <= high <= 2")
+        from usgm.data.synth.dsp import CODECS
+
+        if not self.codecs or set(self.codecs) - set(CODECS):
+            raise bad("codecs", f"needs one or more of {', '.join(CODECS)}")
         if self.shard_size < 1:
             raise bad("shard_size", "must be >= 1")
 

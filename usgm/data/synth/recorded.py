@@ -2,29 +2,24 @@
 
 Formant speech alone does not teach a separator what real voices look like (issue 5: a model
 trained on eSpeak only scored below 0 dB on real speech). The default corpus therefore mixes in
-real recorded voices from Debian's game packages, fetched on demand with ``apt-get download`` (no
-root needed) into a cache; usgm ships none of the audio:
-
-- ``fillets-ng-data-cs`` / ``-nl`` (GPL-2+): Fish Fillets NG's Czech and Dutch dubs, about 120 min
-  of studio dialogue by the four main voice actors (the two fish of each dub), 22.05 kHz.
-- ``hedgewars-data`` (GPL-2 / CC): 14 voice packs of about a minute of short exclamations each.
-
-18 people in all; two Hedgewars packs go to the dev pool and two to the test pool, the rest to
-train. None of them is in the real-speech dev set (Asterisk prompts, see
-``benchmarks/real_speech_transfer.py``).
+real recorded voices from Debian packages (games and KDE learning games; the catalogue is
+:mod:`usgm.data.synth.voicepacks`), fetched on demand with ``apt-get download`` (no root needed)
+into a cache; usgm ships none of the audio.
 
 Lookup order: an explicit ``recorded_dir`` (one sub-folder of clips per speaker ID, e.g. from
-``benchmarks/pack_recorded.py``); the installed packages; the cache (``$USGM_CACHE`` or
-``~/.cache/usgm``); else download into the cache.
+``benchmarks/pack_recorded.py``); else per package the installed copy, or the cache
+(``$USGM_CACHE`` or ``~/.cache/usgm``), or a download into the cache.
 
 The clips are decoded once per sample rate into a *bank*: one int16 ``.npy`` per speaker (clips
-back to back, trimmed of leading/trailing silence) plus ``bank.json`` with the clip offsets. The
-worker processes memory-map it.
+back to back, trimmed of leading/trailing silence, duplicates dropped) plus ``bank.json`` with
+the clip offsets. The worker processes memory-map it.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -38,33 +33,23 @@ from pathlib import Path
 import numpy as np
 
 from usgm.data.errors import DataError
+from usgm.data.synth.voicepacks import (
+    AUDIO_SUFFIXES,
+    PACKAGES,
+    SOURCES,
+    Clip,
+    find_clips,
+    is_speaker_id,
+    pool_of,
+)
 
-# Debian packages and the folder inside each that holds the voice clips.
-PACKAGE_DIRS = {
-    "fillets-ng-data-cs": "usr/share/games/fillets-ng/sound",
-    "fillets-ng-data-nl": "usr/share/games/fillets-ng/sound",
-    "hedgewars-data": "usr/share/games/hedgewars/Data/Sounds/voices",
-}
-PACKAGES = tuple(PACKAGE_DIRS)
 SYSTEM_ROOT = Path("/")
-# Fish Fillets NG: (language folder, character code) → speaker ID. "m" / "v" are the small / big
-# fish of each dub: the only characters with enough lines (26–34 min each) to count as one person.
-FILLETS = {("cs", "m"): "fcsm", ("cs", "v"): "fcsv", ("nl", "m"): "fnlm", ("nl", "v"): "fnlv"}
-# Hedgewars voice packs (about a minute of short exclamations each), one voice actor per pack as
-# far as the package tells; "Robot" is left out (a vocoder effect, not a voice).
-HEDGEWARS = {
-    name: "hw" + name.lower().replace("_", "")
-    for name in (
-        "British", "Classic", "Default", "Default_es", "Default_pl", "Default_ru", "Default_uk",
-        "HillBilly", "Mobster", "Pirate", "Russian", "Russian_pl", "Singer", "Surfer",
-    )
-}  # fmt: skip
-# Speaker-disjoint pools: dev and test get held-out voice packs, so that validation (and thus
-# checkpoint selection) sees real voices the model never trained on.
-POOLS = {"hwbritish": "dev", "hwrussian": "dev", "hwdefaultes": "test", "hwmobster": "test"}
-SPEAKER_IDS = (*FILLETS.values(), *HEDGEWARS.values())
-BANK_VERSION = 2
+BANK_VERSION = 3
 _MIN_CLIP_S = 0.4
+# Speakers with less usable speech (a lone line) are dropped; long ones are capped so that one
+# person's lines do not dominate the bank (speakers are drawn uniformly, clips within a speaker).
+MIN_SPEAKER_S = 1.0
+MAX_SPEAKER_S = 1200.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +58,7 @@ class RecordedSpeaker:
 
     Attributes:
         spk_id: short ID used in mixture IDs (letters only: ``fcsm``, ``hwpirate`` …).
-        pool: ``train``, ``dev`` or ``test`` (see :data:`POOLS`).
+        pool: ``train``, ``dev`` or ``test`` (see :data:`voicepacks.POOLS`).
         path: int16 ``.npy`` file with every clip of the speaker back to back.
         offsets: clip boundaries in samples, ``len(clips) + 1`` increasing values from 0.
         sample_rate: rate of the bank, Hz.
@@ -100,35 +85,13 @@ def default_cache() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "usgm"
 
 
-def fillets_speaker(path: Path) -> str | None:
-    """Speaker ID of a Fish Fillets clip ``…/<lang>/<level>-<character>-<line>.ogg``, or None."""
-    parts = path.stem.split("-")
-    if len(parts) < 3:
-        return None
-    return FILLETS.get((path.parent.name, parts[1]))
-
-
-def package_clips(root: Path) -> dict[str, list[Path]]:
-    """Clips per speaker ID in unpacked packages under ``root`` (``/`` for installed ones)."""
-    clips: dict[str, list[Path]] = {}
-    sound = root / PACKAGE_DIRS["fillets-ng-data-cs"]
-    for path in sorted(sound.glob("*/*/*.ogg")) if sound.is_dir() else []:
-        if (spk := fillets_speaker(path)) is not None:
-            clips.setdefault(spk, []).append(path)
-    voices = root / PACKAGE_DIRS["hedgewars-data"]
-    for pack, spk in HEDGEWARS.items():
-        if (voices / pack).is_dir():
-            clips[spk] = sorted((voices / pack).glob("*.ogg"))
-    return {k: v for k, v in clips.items() if v}
-
-
-def folder_clips(folder: Path) -> dict[str, list[Path]]:
-    """Clips per speaker in a plain folder: one sub-folder per speaker ID of audio files."""
+def folder_clips(folder: Path) -> dict[str, list[Clip]]:
+    """Clips per speaker in a plain folder: one sub-folder of audio files per speaker ID."""
     return {
-        d.name: files
+        d.name: [Clip(f) for f in files]
         for d in sorted(folder.iterdir())
-        if d.is_dir() and d.name in SPEAKER_IDS
-        and (files := sorted(f for f in d.iterdir() if f.suffix in (".ogg", ".wav", ".flac")))
+        if d.is_dir() and is_speaker_id(d.name)
+        and (files := sorted(f for f in d.iterdir() if f.suffix in AUDIO_SUFFIXES))
     }  # fmt: skip
 
 
@@ -170,32 +133,38 @@ class _Slice:
         return data
 
 
-def fetch(cache: Path, log: Callable[[str], None] = lambda _: None) -> Path:
-    """Download and unpack :data:`PACKAGES` (voice folders only) into ``cache/recorded/pkgs``.
+def fetch(
+    cache: Path, packages: tuple[str, ...] = PACKAGES, log: Callable[[str], None] = lambda _: None
+) -> dict[str, Path]:
+    """Download and unpack ``packages`` (voice folders only) into ``cache/recorded/pkgs/<package>``.
 
     Returns:
-        The unpacked root (``package_clips`` reads it).
+        Unpacked root per package (:func:`voicepacks.find_clips` reads them).
 
     Raises:
         DataError: ``apt-get`` missing or failing (the message says how to get the files).
     """
     root = cache / "recorded"
     pkgs = root / "pkgs"
-    if (pkgs / ".complete").is_file():
-        return pkgs
+    if (pkgs / ".complete").is_file():  # one tree of all packages (bank version 2): re-unpack
+        shutil.rmtree(pkgs)
+    roots = {p: pkgs / p for p in packages}
+    todo = [p for p in packages if not (roots[p] / ".complete").is_file()]
+    if not todo:
+        return roots
     debs = root / "debs"
     debs.mkdir(parents=True, exist_ok=True)
-    missing = [p for p in PACKAGES if not any(debs.glob(f"{p}_*.deb"))]
+    missing = [p for p in todo if not any(debs.glob(f"{p}_*.deb"))]
     if missing:
         how = (
-            f"get them on a Debian/Ubuntu machine with `apt-get download {' '.join(PACKAGES)}` "
+            f"get them on a Debian/Ubuntu machine with `apt-get download {' '.join(missing)}` "
             f"and put the .deb files into {debs}, or install them (`apt install "
-            f"{' '.join(PACKAGES)}`), or pass recorded_dir=<a folder of per-speaker clips "
+            f"{' '.join(missing)}`), or pass recorded_dir=<a folder of per-speaker clips "
             "(benchmarks/pack_recorded.py)>, or generate eSpeak-only data with recorded_fraction=0"
         )
         if shutil.which("apt-get") is None:
             raise DataError(f"recorded speech: packages {', '.join(missing)} needed; {how}")
-        log(f"downloading {', '.join(missing)} (Debian, ~215 MB) into {debs}")
+        log(f"downloading {', '.join(missing)} (Debian) into {debs}")
         proc = subprocess.run(
             ["apt-get", "download", *missing], cwd=debs, capture_output=True, text=True
         )
@@ -206,51 +175,82 @@ def fetch(cache: Path, log: Callable[[str], None] = lambda _: None) -> Path:
                 f"recorded speech: `apt-get download {' '.join(missing)}` failed "
                 f"({tail[0]}; empty package lists need `apt-get update` first); {how}"
             )
-    tmp = Path(tempfile.mkdtemp(prefix="pkgs.partial-", dir=root))
-    try:
-        for package, folder in PACKAGE_DIRS.items():
-            _extract_deb(sorted(debs.glob(f"{package}_*.deb"))[-1], tmp, folder)
-        (tmp / ".complete").touch()
-        shutil.rmtree(pkgs, ignore_errors=True)
-        tmp.rename(pkgs)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return pkgs
+    folders = {s.package: s.folder for s in SOURCES}
+    pkgs.mkdir(parents=True, exist_ok=True)
+    for package in todo:
+        tmp = Path(tempfile.mkdtemp(prefix=f"{package}.partial-", dir=pkgs))
+        try:
+            _extract_deb(sorted(debs.glob(f"{package}_*.deb"))[-1], tmp, folders[package])
+            (tmp / ".complete").touch()
+            shutil.rmtree(roots[package], ignore_errors=True)
+            tmp.rename(roots[package])
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return roots
+
+
+def installed_packages() -> dict[str, Path]:
+    """Packages of :data:`voicepacks.SOURCES` installed on this system (root ``/``)."""
+    return {
+        s.package: SYSTEM_ROOT
+        for s in SOURCES
+        if (SYSTEM_ROOT / s.folder).is_dir() and s.find(SYSTEM_ROOT / s.folder)
+    }
 
 
 def locate(
     recorded_dir: str | os.PathLike[str] | None, cache: Path, log
-) -> dict[str, list[Path]]:
-    """Clips per speaker: from ``recorded_dir``, the installed packages, or the (filled) cache."""
+) -> dict[str, list[Clip]]:
+    """Clips per speaker: from ``recorded_dir``, or the installed / cached / fetched packages."""
     if recorded_dir is not None:
         folder = Path(recorded_dir).expanduser()
         clips = folder_clips(folder) if folder.is_dir() else {}
         if not clips:
             raise DataError(
                 f"recorded_dir {folder}: expected one sub-folder of clips per speaker ID "
-                f"({', '.join(SPEAKER_IDS[:3])}, …), as benchmarks/pack_recorded.py writes"
+                "(lower-case letters, e.g. fcsm, hwpirate), as benchmarks/pack_recorded.py writes"
             )
         return clips
-    installed = package_clips(SYSTEM_ROOT)
-    if len(installed) == len(SPEAKER_IDS):
-        return installed
-    return package_clips(fetch(cache, log))
+    roots = installed_packages()
+    missing = tuple(p for p in PACKAGES if p not in roots)
+    if missing:
+        roots |= fetch(cache, missing, log)
+    return find_clips(roots)
 
 
-def _decode_clip(path: Path, sr: int) -> np.ndarray:
+def _decode_clip(clip: Clip, sr: int) -> np.ndarray:
+    """One line as float64 at ``sr``, trimmed of leading and trailing silence."""
     import soundfile as sf
 
     from usgm.data.synth import dsp
 
     try:
-        x, rate = sf.read(path, dtype="float64", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError) as exc:
-        raise DataError(f"recorded speech: cannot decode {path}: {exc}") from exc
-    x = dsp.resample(x.mean(axis=1), rate, sr)
+        if clip.raw_rate:
+            data = np.fromfile(clip.path, dtype=np.uint8, offset=clip.offset, count=clip.size)
+            x, rate = (data.astype(np.float64) - 128.0) / 128.0, clip.raw_rate
+        else:
+            src = clip.path
+            if clip.size >= 0:
+                with open(clip.path, "rb") as fh:
+                    fh.seek(clip.offset)
+                    src = io.BytesIO(fh.read(clip.size))
+            y, rate = sf.read(src, dtype="float64", always_2d=True)
+            x = y.mean(axis=1)
+    except (RuntimeError, ValueError, OSError, sf.LibsndfileError) as exc:
+        where = f"{clip.path} (bytes {clip.offset}+{clip.size})" if clip.size >= 0 else clip.path
+        raise DataError(f"recorded speech: cannot decode {where}: {exc}") from exc
+    x = dsp.resample(x, rate, sr)
     # A fixed 50 ms margin (no random draw: the bank is the same wherever it is built); recorded
     # clips carry their own room noise, hence the higher threshold than for eSpeak's silence.
     return dsp.trim_silence(x, sr, np.random.default_rng(0), pad_s=(0.05, 0.05), threshold=0.02)
+
+
+def _clip_key(clip: Clip) -> bytes:
+    """Content hash of a line (some packages hold the same recording under several names)."""
+    with open(clip.path, "rb") as fh:
+        fh.seek(clip.offset)
+        return hashlib.sha1(fh.read(clip.size)).digest()
 
 
 def _load_bank(bank: Path, sr: int) -> list[RecordedSpeaker] | None:
@@ -265,25 +265,39 @@ def _load_bank(bank: Path, sr: int) -> list[RecordedSpeaker] | None:
 
 
 def build_bank(
-    clips: dict[str, list[Path]], bank: Path, sr: int, log: Callable[[str], None] = lambda _: None
+    clips: dict[str, list[Clip]],
+    bank: Path,
+    sr: int,
+    log: Callable[[str], None] = lambda _: None,
 ) -> list[RecordedSpeaker]:
     """Decode ``clips`` (per speaker ID) into a bank at ``sr``, once.
 
     Clips are peak-normalised to 0.5 each (the generator sets loudness later) and stored in
-    sorted order, so the bank is identical wherever it is built.
+    sorted order, so the bank is identical wherever it is built. Repeated recordings are kept
+    once; a speaker keeps at most :data:`MAX_SPEAKER_S` and needs :data:`MIN_SPEAKER_S`.
     """
     if (done := _load_bank(bank, sr)) is not None:
         return done
-    log(f"decoding recorded speech of {len(clips)} speakers at {sr} Hz into {bank}")
+    log(f"decoding recorded speech of {len(clips)} speakers at {sr} Hz into {bank} (one-time)")
     audio: dict[str, list[np.ndarray]] = {}
-    for spk, paths in sorted(clips.items()):
-        for path in paths:
-            x = _decode_clip(path, sr)
+    seen: set[bytes] = set()
+    for spk, found in sorted(clips.items()):
+        parts, total = [], 0
+        for clip in found:
+            if total >= MAX_SPEAKER_S * sr or (key := _clip_key(clip)) in seen:
+                continue
+            seen.add(key)
+            x = _decode_clip(clip, sr)
             if len(x) >= _MIN_CLIP_S * sr and np.any(x):
-                x = np.round(x / np.max(np.abs(x)) * 0.5 * 32767).astype(np.int16)
-                audio.setdefault(spk, []).append(x)
+                parts.append(np.round(x / np.max(np.abs(x)) * 0.5 * 32767).astype(np.int16))
+                total += len(x)
+        if total >= MIN_SPEAKER_S * sr:
+            audio[spk] = parts
     if not audio:
-        raise DataError(f"recorded speech: no usable clips (all shorter than {_MIN_CLIP_S} s)")
+        raise DataError(
+            f"recorded speech: no speaker with {MIN_SPEAKER_S:g} s of usable clips "
+            f"(clips shorter than {_MIN_CLIP_S} s are skipped)"
+        )
     bank.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{bank.name}.partial-", dir=bank.parent))
     try:
@@ -304,9 +318,8 @@ def build_bank(
 def _speakers(bank: Path, info: dict) -> list[RecordedSpeaker]:
     return [
         RecordedSpeaker(
-            spk, POOLS.get(spk, "train"), str(bank / f"{spk}.npy"), tuple(offsets),
-            info["sample_rate"],
-        )  # fmt: skip
+            spk, pool_of(spk), str(bank / f"{spk}.npy"), tuple(offsets), info["sample_rate"]
+        )
         for spk, offsets in sorted(info["speakers"].items())
     ]
 
@@ -347,7 +360,7 @@ def render_recorded(
     """One pseudo-utterance: random clips of ``spk`` joined by short pauses, speed-perturbed.
 
     The speed factor resamples the joined clips, shifting F0 and formants together (vocal-tract
-    length perturbation), so four recorded people give many distinct-sounding voices.
+    length perturbation), so each recorded person gives a range of distinct-sounding voices.
 
     Args:
         spk: the speaker (bank rate must equal ``sr``).

@@ -1,5 +1,5 @@
 """One speaker utterance: text → eSpeak → trim → warp/shimmer → resample → level, room, EQ, band
-→ room tone.
+→ room tone → codec.
 
 Every realism step is an option of :class:`~usgm.data.synth.options.SynthOptions`; a disabled
 step draws nothing from the random generator, so turning options off gives the older output.
@@ -66,7 +66,7 @@ def render_utterance(
 def apply_channel(
     x: np.ndarray, rng: np.random.Generator, sr: int, options: SynthOptions
 ) -> np.ndarray:
-    """Level changes, room, EQ, band limit and room tone of one utterance (any speech source).
+    """Level changes, room, EQ, band limit, room tone and codec of one utterance (any source).
 
     Args:
         x: (T,) speech at ``sr``.
@@ -90,4 +90,6 @@ def apply_channel(
     if options.room_tone_db is not None:
         level = dsp.active_rms(x, sr) * 10 ** (rng.uniform(*options.room_tone_db) / 20)
         x = x + level * dsp.coloured_noise(rng, len(x), sr, slope_db=rng.uniform(2, 6))
+    if options.codec > 0 and rng.random() < options.codec:
+        x = dsp.codec_round_trip(x, sr, options.codecs[int(rng.integers(len(options.codecs)))])
     return x

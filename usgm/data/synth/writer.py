@@ -138,6 +138,13 @@ def _write_csvs(meta_dir: Path, final_base: Path, split: str, n_src: int, rows: 
                 writer.writerow([mid, str(final / kind / f"{mid}.wav"), *srcs, *noise, length])
 
 
+def recorded_bank_version() -> int:
+    """Version of the recorded-voice bank; a corpus built from another one is stale."""
+    from usgm.data.synth.recorded import BANK_VERSION
+
+    return BANK_VERSION
+
+
 def _write_speakers(path: Path, pools: dict[str, list[Speaker]], recorded: list) -> None:
     """One row per speaker; recorded people (``source`` = recorded) leave the eSpeak fields empty."""
     with open(path, "w", newline="") as fh:
@@ -159,7 +166,7 @@ def _write_speakers(path: Path, pools: dict[str, list[Speaker]], recorded: list)
 def make_dataset(
     out: str | os.PathLike[str],
     n_src: int = 2,
-    n_train: int = 800,
+    n_train: int = 3000,
     n_dev: int = 200,
     n_test: int = 200,
     seed: int = 0,
@@ -283,6 +290,7 @@ def make_dataset(
             "recorded_speakers": {
                 r.spk_id: {"pool": r.pool, "seconds": round(r.seconds, 1)} for r in recorded
             },
+            "recorded_bank": recorded_bank_version() if recorded else None,
             "build_seconds": round(elapsed, 1),
         }
         (build / COMPLETE_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
