@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,9 @@ import torch
 from usgm.data.synth.voicepacks import PACKAGES
 
 ROOT = Path(__file__).resolve().parents[1]
+# Installed voice packages of this machine must not leak into the tests (nor their subprocesses):
+# set before usgm.data.synth.recorded is imported, which reads it once.
+os.environ["USGM_SYSTEM_ROOT"] = tempfile.mkdtemp(prefix="usgm-no-system-packages-")
 
 torch.set_num_threads(1)
 

@@ -67,7 +67,7 @@ def test_a_corpus_from_an_older_voice_catalogue_is_rebuilt(tmp_path: Path) -> No
     root = tmp_path / "default_2mix"
     ensure_default_data(_data_cfg(root))
     info = read_info(root)
-    assert info["recorded_speakers"] and info["recorded_bank"] == rec.BANK_VERSION
-    (root / "DONE").write_text(json.dumps({**info, "recorded_bank": rec.BANK_VERSION - 1}))
+    assert info["recorded_speakers"] and info["recorded_catalogue"] == rec.catalogue_key()
+    (root / "DONE").write_text(json.dumps({**info, "recorded_catalogue": "older"}))
     ensure_default_data(_data_cfg(root))
-    assert read_info(root)["recorded_bank"] == rec.BANK_VERSION
+    assert read_info(root)["recorded_catalogue"] == rec.catalogue_key()

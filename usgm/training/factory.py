@@ -74,7 +74,7 @@ def _build_matches(info: dict[str, Any] | None, data_cfg: DictConfig) -> bool:
     import json
 
     from usgm.data.synth import SynthOptions
-    from usgm.data.synth.writer import recorded_bank_version
+    from usgm.data.synth.recorded import catalogue_key
 
     if not info:
         return False
@@ -88,10 +88,10 @@ def _build_matches(info: dict[str, Any] | None, data_cfg: DictConfig) -> bool:
     for where in ("num_workers", "recorded_dir", "cache_dir"):  # locations, not content
         gen.pop(where, None)
     options = json.loads(json.dumps(dataclasses.asdict(SynthOptions(**gen))))
-    # A corpus with recorded voices is stale once the voice catalogue (bank version) changed.
+    # A corpus with recorded voices is stale once the voice catalogue changed.
     recorded = bool(info.get("recorded_speakers"))
     return (
-        (not recorded or info.get("recorded_bank") == recorded_bank_version())
+        (not recorded or info.get("recorded_catalogue") == catalogue_key())
         and info.get("n_src") == int(data_cfg.n_src)
         and info.get("sample_rate") == int(data_cfg.sample_rate)
         and info.get("counts") == counts
@@ -120,7 +120,7 @@ def ensure_default_data(data_cfg: DictConfig) -> None:
         overwrite = True
     else:
         log.info("No dataset at %s: generating the default corpus once.", root)
-        print(f"[usgm] generating the default dataset into {root} (one-time, under a minute) ...")
+        print(f"[usgm] generating the default dataset into {root} (one-time, about a minute) ...")
     make_dataset(
         root,
         n_src=int(data_cfg.n_src),

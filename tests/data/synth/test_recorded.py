@@ -36,7 +36,7 @@ def test_find_clips_maps_every_package(tmp_path: Path) -> None:
     assert sorted(clips) == FAKE_SPEAKERS  # no hwrobot, no Drascula effects, no cut scenes
     assert len(clips["fcsm"]) == 3  # two lines + the too-short one (dropped when decoding)
     assert all(len(clips[s]) == 2 for s in ("fcsv", "hwpirate", "drend", "fqaf", "ktfr"))
-    assert len(clips["dresjh"]) == 2  # the linked English line of Drascula is not Spanish speech
+    assert "dresd" not in clips  # the linked English line of Drascula is not Spanish speech
     assert len(clips["fqjoe"]) == 2 and all(c.size > 0 for c in clips["fqjoe"])
     assert all(c.raw_rate == 11025 for c in clips["drenjh"])
 
@@ -251,3 +251,40 @@ def test_recorded_fraction_zero_needs_no_recordings_and_keeps_espeak_output(tmp_
 def test_bad_recorded_options_name_the_key(tmp_path: Path, key: str, value) -> None:
     with pytest.raises(DataError, match=key):
         make_dataset(tmp_path / "x", n_train=1, **{key: value})
+
+
+def test_installed_packages_need_voice_lines_not_just_folders(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "system"
+    write_fake_packages(tmp_path / "pkgs", clips=1, extra=False)
+    # hedgewars installed; KLettres' folder exists but holds no audio.
+    hw = "usr/share/games/hedgewars/Data/Sounds/voices"
+    (root / hw).parent.mkdir(parents=True)
+    (tmp_path / "pkgs/hedgewars-data" / hw).rename(root / hw)
+    (root / "usr/share/klettres/fr").mkdir(parents=True)
+    (root / "usr/share/games/hedgewars/Data/Sounds/voices/Empty").mkdir()
+    monkeypatch.setattr(rec, "SYSTEM_ROOT", root)
+    assert rec.installed_packages() == {"hedgewars-data": root}
+    (root / hw).rename(tmp_path / "gone")
+    (root / hw / "Pirate").mkdir(parents=True)  # the folder without any voice pack
+    assert rec.installed_packages() == {}
+
+
+def test_an_undecodable_clip_is_skipped_and_reported(tmp_path: Path) -> None:
+    clips = fake_clips(tmp_path / "pkgs", clips=2)
+    broken = tmp_path / "broken.ogg"
+    broken.write_bytes(b"OggS but not really" * 20)
+    clips["hwpirate"] = [*clips["hwpirate"], rec.Clip(broken)]
+    messages: list[str] = []
+    speakers = rec.build_bank(clips, tmp_path / "bank", 8000, messages.append)
+    assert {s.spk_id: s.n_clips for s in speakers}["hwpirate"] == 2
+    assert any("skipped 1 undecodable" in m and "broken.ogg" in m for m in messages)
+
+
+def test_bank_is_rebuilt_when_the_catalogue_changes(tmp_path: Path, monkeypatch) -> None:
+    clips = fake_clips(tmp_path / "pkgs", clips=2)
+    first = rec.build_bank(clips, tmp_path / "bank", 8000)
+    assert {s.spk_id: s.pool for s in first}["hwpirate"] == "train"
+    monkeypatch.setitem(rec.POOLS, "hwpirate", "dev")  # e.g. a new release moves a speaker
+    assert rec._load_bank(tmp_path / "bank", 8000) is None
+    again = rec.build_bank(clips, tmp_path / "bank", 8000)
+    assert {s.spk_id: s.pool for s in again}["hwpirate"] == "dev"

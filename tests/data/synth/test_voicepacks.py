@@ -49,6 +49,9 @@ def test_queen_table_round_trip_and_bad_bundles(tmp_path: Path) -> None:
     bad.write_bytes(b"RIFF" + data[4:])
     with pytest.raises(DataError, match="bad.1c.*QTBL"):
         vp.read_queen_table(bad)
+    bad.write_bytes(data[:12] + b"\0" + data[13:])  # uncompressed (Sound Blaster) lines
+    with pytest.raises(DataError, match="compression type 0"):
+        vp.read_queen_table(bad)
     bad.write_bytes(data[:40])  # the table is cut short
     with pytest.raises(DataError, match="truncated"):
         vp.read_queen_table(bad)

@@ -68,7 +68,8 @@ class SynthOptions:
         codec: probability of passing an utterance through a lossy speech codec at 8 kHz
             (GSM 6.10, G.721, µ-law, IMA ADPCM, low-bitrate MP3/Opus; recorded prompt sets and
             telephone speech carry such artifacts); 0 disables.
-        codecs: the codecs drawn from (keys of ``usgm.data.synth.dsp.CODECS``).
+        codecs: the codecs drawn from (keys of ``usgm.data.synth.dsp.CODECS``). MP3 and Opus
+            output depends on the encoder versions in libsndfile (pinned by the soundfile wheel).
         shard_size: mixtures per worker process. Part of the output's identity: the same seed
             and shard size give the same files whatever the number of workers.
     """
@@ -154,6 +155,12 @@ class SynthOptions:
 
         if not self.codecs or set(self.codecs) - set(CODECS):
             raise bad("codecs", f"needs one or more of {', '.join(CODECS)}")
+        if self.codec > 0:
+            import soundfile as sf
+
+            missing = [c for c in self.codecs if not sf.check_format(*CODECS[c][:2])]
+            if missing:
+                raise bad("codecs", f"this libsndfile cannot write {', '.join(missing)}")
         if self.shard_size < 1:
             raise bad("shard_size", "must be >= 1")
 

@@ -17,6 +17,7 @@ the clip offsets. The worker processes memory-map it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -36,6 +37,7 @@ from usgm.data.errors import DataError
 from usgm.data.synth.voicepacks import (
     AUDIO_SUFFIXES,
     PACKAGES,
+    POOLS,
     SOURCES,
     Clip,
     find_clips,
@@ -43,13 +45,30 @@ from usgm.data.synth.voicepacks import (
     pool_of,
 )
 
-SYSTEM_ROOT = Path("/")
+# Where installed packages are looked for (the test suite points it at an empty folder).
+SYSTEM_ROOT = Path(os.environ.get("USGM_SYSTEM_ROOT", "/"))
+# Bump when a reader's output changes; catalogue and limit changes are caught by catalogue_key().
 BANK_VERSION = 3
 _MIN_CLIP_S = 0.4
 # Speakers with less usable speech (a lone line) are dropped; long ones are capped so that one
 # person's lines do not dominate the bank (speakers are drawn uniformly, clips within a speaker).
 MIN_SPEAKER_S = 1.0
 MAX_SPEAKER_S = 1200.0
+
+
+def catalogue_key() -> str:
+    """Fingerprint of what a bank holds: reader version, packages, pools and speaker limits.
+
+    Stored in ``bank.json`` and in a generated corpus's ``DONE``; a different key means a stale
+    bank (rebuilt) or a stale corpus (regenerated).
+    """
+    spec = {
+        "version": BANK_VERSION,
+        "sources": [[s.package, s.folder] for s in SOURCES],
+        "pools": sorted(POOLS.items()),
+        "limits": [_MIN_CLIP_S, MIN_SPEAKER_S, MAX_SPEAKER_S],
+    }
+    return hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -147,7 +166,7 @@ def fetch(
     root = cache / "recorded"
     pkgs = root / "pkgs"
     if (pkgs / ".complete").is_file():  # one tree of all packages (bank version 2): re-unpack
-        shutil.rmtree(pkgs)
+        shutil.rmtree(pkgs, ignore_errors=True)
     roots = {p: pkgs / p for p in packages}
     todo = [p for p in packages if not (roots[p] / ".complete").is_file()]
     if not todo:
@@ -168,11 +187,11 @@ def fetch(
         proc = subprocess.run(
             ["apt-get", "download", *missing], cwd=debs, capture_output=True, text=True
         )
-        got = [p for p in missing if any(debs.glob(f"{p}_*.deb"))]
-        if proc.returncode != 0 or len(got) != len(missing):
+        failed = [p for p in missing if not any(debs.glob(f"{p}_*.deb"))]
+        if proc.returncode != 0 or failed:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise DataError(
-                f"recorded speech: `apt-get download {' '.join(missing)}` failed "
+                f"recorded speech: `apt-get download` failed for {', '.join(failed or missing)} "
                 f"({tail[0]}; empty package lists need `apt-get update` first); {how}"
             )
     folders = {s.package: s.folder for s in SOURCES}
@@ -190,12 +209,30 @@ def fetch(
     return roots
 
 
+@contextlib.contextmanager
+def _cache_lock(cache: Path):
+    """One process at a time fetches and decodes into ``cache/recorded`` (POSIX file lock)."""
+    path = cache / "recorded" / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def installed_packages() -> dict[str, Path]:
     """Packages of :data:`voicepacks.SOURCES` installed on this system (root ``/``)."""
     return {
         s.package: SYSTEM_ROOT
         for s in SOURCES
-        if (SYSTEM_ROOT / s.folder).is_dir() and s.find(SYSTEM_ROOT / s.folder)
+        if (SYSTEM_ROOT / s.folder).is_dir() and any(s.find(SYSTEM_ROOT / s.folder).values())
     }
 
 
@@ -226,16 +263,12 @@ def _decode_clip(clip: Clip, sr: int) -> np.ndarray:
     from usgm.data.synth import dsp
 
     try:
+        data = _read_bytes(clip)
         if clip.raw_rate:
-            data = np.fromfile(clip.path, dtype=np.uint8, offset=clip.offset, count=clip.size)
-            x, rate = (data.astype(np.float64) - 128.0) / 128.0, clip.raw_rate
+            x = (np.frombuffer(data, dtype=np.uint8).astype(np.float64) - 128.0) / 128.0
+            rate = clip.raw_rate
         else:
-            src = clip.path
-            if clip.size >= 0:
-                with open(clip.path, "rb") as fh:
-                    fh.seek(clip.offset)
-                    src = io.BytesIO(fh.read(clip.size))
-            y, rate = sf.read(src, dtype="float64", always_2d=True)
+            y, rate = sf.read(io.BytesIO(data), dtype="float64", always_2d=True)
             x = y.mean(axis=1)
     except (RuntimeError, ValueError, OSError, sf.LibsndfileError) as exc:
         where = f"{clip.path} (bytes {clip.offset}+{clip.size})" if clip.size >= 0 else clip.path
@@ -246,11 +279,14 @@ def _decode_clip(clip: Clip, sr: int) -> np.ndarray:
     return dsp.trim_silence(x, sr, np.random.default_rng(0), pad_s=(0.05, 0.05), threshold=0.02)
 
 
-def _clip_key(clip: Clip) -> bytes:
-    """Content hash of a line (some packages hold the same recording under several names)."""
+def _content_key(clip: Clip) -> bytes:
+    return hashlib.sha1(_read_bytes(clip)).digest()
+
+
+def _read_bytes(clip: Clip) -> bytes:
     with open(clip.path, "rb") as fh:
         fh.seek(clip.offset)
-        return hashlib.sha1(fh.read(clip.size)).digest()
+        return fh.read(clip.size)
 
 
 def _load_bank(bank: Path, sr: int) -> list[RecordedSpeaker] | None:
@@ -259,7 +295,7 @@ def _load_bank(bank: Path, sr: int) -> list[RecordedSpeaker] | None:
     if not index.is_file():
         return None
     info = json.loads(index.read_text())
-    if info.get("version") != BANK_VERSION or info.get("sample_rate") != sr:
+    if info.get("catalogue") != catalogue_key() or info.get("sample_rate") != sr:
         return None
     return _speakers(bank, info)
 
@@ -281,18 +317,26 @@ def build_bank(
     log(f"decoding recorded speech of {len(clips)} speakers at {sr} Hz into {bank} (one-time)")
     audio: dict[str, list[np.ndarray]] = {}
     seen: set[bytes] = set()
+    bad: list[str] = []
     for spk, found in sorted(clips.items()):
         parts, total = [], 0
         for clip in found:
-            if total >= MAX_SPEAKER_S * sr or (key := _clip_key(clip)) in seen:
+            # Some packages hold the same recording under several names: keep it once.
+            if total >= MAX_SPEAKER_S * sr or (key := _content_key(clip)) in seen:
                 continue
             seen.add(key)
-            x = _decode_clip(clip, sr)
+            try:
+                x = _decode_clip(clip, sr)
+            except DataError as err:  # one damaged line among thousands: skip it, say so below
+                bad.append(str(err))
+                continue
             if len(x) >= _MIN_CLIP_S * sr and np.any(x):
                 parts.append(np.round(x / np.max(np.abs(x)) * 0.5 * 32767).astype(np.int16))
                 total += len(x)
         if total >= MIN_SPEAKER_S * sr:
             audio[spk] = parts
+    if bad:
+        log(f"skipped {len(bad)} undecodable clip(s), e.g. {bad[0]}")
     if not audio:
         raise DataError(
             f"recorded speech: no speaker with {MIN_SPEAKER_S:g} s of usable clips "
@@ -305,7 +349,7 @@ def build_bank(
         for spk, parts in audio.items():
             np.save(tmp / f"{spk}.npy", np.concatenate(parts))
             speakers[spk] = np.cumsum([0] + [len(p) for p in parts]).tolist()
-        info = {"version": BANK_VERSION, "sample_rate": sr, "speakers": speakers}
+        info = {"catalogue": catalogue_key(), "sample_rate": sr, "speakers": speakers}
         (tmp / "bank.json").write_text(json.dumps(info))
         shutil.rmtree(bank, ignore_errors=True)
         tmp.rename(bank)
@@ -338,14 +382,13 @@ def ensure_bank(
     cache_dir = Path(cache).expanduser() if cache is not None else default_cache()
     name = f"bank-{sr}"
     if recorded_dir is not None:
-        import hashlib
-
         key = str(Path(recorded_dir).expanduser().absolute())
         name += "-" + hashlib.sha1(key.encode()).hexdigest()[:10]
     bank = cache_dir / "recorded" / name
     if (done := _load_bank(bank, sr)) is not None:  # no need to look for the sources again
         return done
-    return build_bank(locate(recorded_dir, cache_dir, log), bank, sr, log)
+    with _cache_lock(cache_dir):  # another process may have built it meanwhile: build_bank checks
+        return build_bank(locate(recorded_dir, cache_dir, log), bank, sr, log)
 
 
 @functools.lru_cache(maxsize=64)

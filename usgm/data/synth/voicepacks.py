@@ -114,7 +114,11 @@ HEDGEWARS = {
 
 
 def _hedgewars(folder: Path) -> dict[str, list[Clip]]:
-    return {spk: [Clip(p) for p in _files(folder / pack, "*")] for pack, spk in HEDGEWARS.items()}
+    return {
+        spk: [Clip(p) for p in files]
+        for pack, spk in HEDGEWARS.items()
+        if (files := _files(folder / pack, "*"))
+    }
 
 
 # Drascula: ``<character prefix><number>.ALS`` lines, unsigned 8-bit PCM at 11.025 kHz (the
@@ -148,18 +152,24 @@ _FOTAQ_LINE = re.compile(r"(\d\d)[0-9A-Z]{4}([JP])\d\.SB")
 def read_queen_table(path: Path) -> list[tuple[str, int, int]]:
     """Entries ``(name, offset, size)`` of a compressed FOTAQ bundle (``queen.1c``).
 
-    Layout: ``QTBL``, a 6-byte version, 3 bytes of flags, a big-endian uint16 entry count, then
-    per entry a 12-byte NUL-padded name, a bundle number (1 byte) and big-endian uint32 offset
-    and size.
+    Layout: ``QTBL``, a 6-byte version, 2 obsolete bytes, the compression of the voice lines
+    (1: MP3, 2: Ogg Vorbis, 3: FLAC), a big-endian uint16 entry count, then per entry a 12-byte
+    NUL-padded name, a bundle number (1 byte) and big-endian uint32 offset and size.
 
     Raises:
-        DataError: not such a bundle, or a table that points outside the file.
+        DataError: not such a bundle, uncompressed voice lines (Sound Blaster data, not read
+            here), or a table that points outside the file.
     """
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(15)
         if len(head) < 15 or head[:4] != b"QTBL":
             raise DataError(f"{path}: not a Flight of the Amazon Queen bundle (no QTBL table)")
+        if head[12] not in (1, 2, 3):
+            raise DataError(
+                f"{path}: voice lines stored with compression type {head[12]}; only the MP3, "
+                "Vorbis or FLAC bundles (queen.1c, as Debian ships) are read"
+            )
         (count,) = struct.unpack(">H", head[13:15])
         table = fh.read(21 * count)
     if len(table) != 21 * count:

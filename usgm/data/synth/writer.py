@@ -138,13 +138,6 @@ def _write_csvs(meta_dir: Path, final_base: Path, split: str, n_src: int, rows: 
                 writer.writerow([mid, str(final / kind / f"{mid}.wav"), *srcs, *noise, length])
 
 
-def recorded_bank_version() -> int:
-    """Version of the recorded-voice bank; a corpus built from another one is stale."""
-    from usgm.data.synth.recorded import BANK_VERSION
-
-    return BANK_VERSION
-
-
 def _write_speakers(path: Path, pools: dict[str, list[Speaker]], recorded: list) -> None:
     """One row per speaker; recorded people (``source`` = recorded) leave the eSpeak fields empty."""
     with open(path, "w", newline="") as fh:
@@ -234,7 +227,7 @@ def make_dataset(
         pools = make_pools(seed, opts)
         recorded = []
         if opts.recorded_fraction > 0 and opts.recorded_splits:
-            from usgm.data.synth.recorded import ensure_bank
+            from usgm.data.synth.recorded import catalogue_key, ensure_bank
 
             # One-time download/decoding takes a while: always say so, even when not verbose.
             recorded = ensure_bank(
@@ -290,7 +283,7 @@ def make_dataset(
             "recorded_speakers": {
                 r.spk_id: {"pool": r.pool, "seconds": round(r.seconds, 1)} for r in recorded
             },
-            "recorded_bank": recorded_bank_version() if recorded else None,
+            "recorded_catalogue": catalogue_key() if recorded else None,
             "build_seconds": round(elapsed, 1),
         }
         (build / COMPLETE_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
