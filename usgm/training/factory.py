@@ -71,20 +71,23 @@ def data_kwargs(data_cfg: DictConfig, seed: int = 0) -> dict[str, Any]:
 def _build_matches(info: dict[str, Any] | None, data_cfg: DictConfig) -> bool:
     """Was the corpus at `data.root` built with the generator settings now requested?"""
     import dataclasses
+    import inspect
     import json
 
-    from usgm.data.synth import SynthOptions
+    from usgm.data.synth import SynthOptions, make_dataset
     from usgm.data.synth.recorded import catalogue_key
 
     if not info:
         return False
     gen = dict(to_plain(data_cfg.generate))
+    # Counts and seed left out of the config take make_dataset's defaults (one source of truth).
+    defaults = {k: v.default for k, v in inspect.signature(make_dataset).parameters.items()}
     counts = {
-        "train-360": gen.pop("n_train", 3000),
-        "dev": gen.pop("n_dev", 200),
-        "test": gen.pop("n_test", 200),
+        "train-360": gen.pop("n_train", defaults["n_train"]),
+        "dev": gen.pop("n_dev", defaults["n_dev"]),
+        "test": gen.pop("n_test", defaults["n_test"]),
     }
-    seed = gen.pop("seed", 0)
+    seed = gen.pop("seed", defaults["seed"])
     for where in ("num_workers", "recorded_dir", "cache_dir"):  # locations, not content
         gen.pop(where, None)
     options = json.loads(json.dumps(dataclasses.asdict(SynthOptions(**gen))))

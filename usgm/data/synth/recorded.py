@@ -35,11 +35,11 @@ import numpy as np
 
 from usgm.data.errors import DataError
 from usgm.data.synth.voicepacks import (
-    AUDIO_SUFFIXES,
     PACKAGES,
     POOLS,
     SOURCES,
     Clip,
+    audio_files,
     find_clips,
     is_speaker_id,
     pool_of,
@@ -110,7 +110,7 @@ def folder_clips(folder: Path) -> dict[str, list[Clip]]:
         d.name: [Clip(f) for f in files]
         for d in sorted(folder.iterdir())
         if d.is_dir() and is_speaker_id(d.name)
-        and (files := sorted(f for f in d.iterdir() if f.suffix in AUDIO_SUFFIXES))
+        and (files := audio_files(d))
     }  # fmt: skip
 
 

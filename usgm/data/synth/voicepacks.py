@@ -70,7 +70,8 @@ def is_speaker_id(name: str) -> bool:
     return re.fullmatch(r"[a-z]+", name) is not None
 
 
-def _files(folder: Path, pattern: str) -> list[Path]:
+def audio_files(folder: Path, pattern: str = "*") -> list[Path]:
+    """Audio files matching ``pattern`` under ``folder``, sorted, links left out."""
     # Links point at a recording that another folder (or package) already holds.
     return sorted(
         p for p in folder.glob(pattern) if p.suffix.lower() in AUDIO_SUFFIXES and not p.is_symlink()
@@ -94,7 +95,7 @@ def fillets_speaker(path: Path) -> str | None:
 def _fillets(lang: str) -> Callable[[Path], dict[str, list[Clip]]]:
     def find(folder: Path) -> dict[str, list[Clip]]:
         clips: dict[str, list[Clip]] = {}
-        for path in _files(folder, f"*/{lang}/*"):
+        for path in audio_files(folder, f"*/{lang}/*"):
             if (spk := fillets_speaker(path)) is not None:
                 clips.setdefault(spk, []).append(Clip(path))
         return clips
@@ -117,7 +118,7 @@ def _hedgewars(folder: Path) -> dict[str, list[Clip]]:
     return {
         spk: [Clip(p) for p in files]
         for pack, spk in HEDGEWARS.items()
-        if (files := _files(folder / pack, "*"))
+        if (files := audio_files(folder / pack, "*"))
     }
 
 
@@ -215,7 +216,7 @@ def _per_language(prefix: str, pattern: str) -> Callable[[Path], dict[str, list[
         clips = {}
         for lang in sorted(d for d in folder.iterdir() if d.is_dir()):
             spk = prefix + re.sub(r"[^a-z]", "", lang.name.lower())
-            if files := _files(lang, pattern):
+            if files := audio_files(lang, pattern):
                 clips.setdefault(spk, []).extend(Clip(p) for p in files)
         return clips
 
