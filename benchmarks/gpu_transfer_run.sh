@@ -22,7 +22,8 @@
 # GPU_TRANSFER_TINY=1 (a CPU dry run of the same logic in seconds: tiny data and model),
 # GPU_TRANSFER_NO_INSTALL=1 (skip the wheel install), CALL_LIMIT (seconds per call, 600),
 # REC_DIR (packed recorded speech for a machine without apt), EXTRA_OVERRIDES (Hydra overrides
-# for both stages), WHL_DIR (wheel folder to install, default .whl; the device image has scipy,
+# for both stages), CURVE=1 (stage 2 also scores every kept epoch checkpoint: transfer over
+# training; pair with callbacks.model_checkpoint.save_top_k=-1), WHL_DIR (wheel folder to install, default .whl; the device image has scipy,
 # so a copy without it leaves room for a larger .rec within the carry limit).
 set -euo pipefail
 STAGE=${1:?usage: gpu_transfer_run.sh 1|2}
@@ -120,6 +121,17 @@ PYEOF
              --device "$DEV" --out "$OUT/real_speech_transfer.json")
   [ -n "${GPU_TRANSFER_TINY:-}" ] && REAL_ARGS+=(--smoke --speech-dir "${SPEECH_DIR:?}")
   "$PY" benchmarks/real_speech_transfer.py "${REAL_ARGS[@]}"
+  if [ -n "${CURVE:-}" ]; then
+    # Transfer over training: every kept epoch checkpoint (EXTRA_OVERRIDES with
+    # callbacks.model_checkpoint.save_top_k=-1) scored on both sets → $OUT/curve/.
+    mkdir -p "$OUT/curve"
+    for ck in "$RUN"/logs/default_gpu/runs/*/checkpoints/epoch*.ckpt; do
+      CURVE_ARGS=(--model "$ck" --synthetic-root "$DATA" --mix-dir "$MIX_DIR" --n-src 2
+                  --device "$DEV" --out "$OUT/curve/$(basename "$ck" .ckpt).json")
+      [ -n "${GPU_TRANSFER_TINY:-}" ] && CURVE_ARGS+=(--smoke --speech-dir "${SPEECH_DIR:?}")
+      "$PY" benchmarks/real_speech_transfer.py "${CURVE_ARGS[@]}" | tail -3
+    done
+  fi
   echo "[gpu-transfer] stage 2 done in $(($(date +%s) - T0)) s"
 else
   echo "usage: gpu_transfer_run.sh 1|2" >&2
