@@ -125,12 +125,15 @@ PYEOF
     # Transfer over training: every kept epoch checkpoint (EXTRA_OVERRIDES with
     # callbacks.model_checkpoint.save_top_k=-1) scored on both sets → $OUT/curve/.
     mkdir -p "$OUT/curve"
+    shopt -s nullglob
     for ck in "$RUN"/logs/default_gpu/runs/*/checkpoints/epoch*.ckpt; do
-      CURVE_ARGS=(--model "$ck" --synthetic-root "$DATA" --mix-dir "$MIX_DIR" --n-src 2
-                  --device "$DEV" --out "$OUT/curve/$(basename "$ck" .ckpt).json")
-      [ -n "${GPU_TRANSFER_TINY:-}" ] && CURVE_ARGS+=(--smoke --speech-dir "${SPEECH_DIR:?}")
-      "$PY" benchmarks/real_speech_transfer.py "${CURVE_ARGS[@]}" | tail -3
+      dest="$OUT/curve/$(basename "$ck" .ckpt).json"
+      if [ "$ck" = "$BEST" ]; then cp "$OUT/real_speech_transfer.json" "$dest"; continue; fi
+      REAL_ARGS[1]="$ck"  # --model
+      REAL_ARGS[11]="$dest"  # --out
+      "$PY" benchmarks/real_speech_transfer.py "${REAL_ARGS[@]}" | tail -3
     done
+    shopt -u nullglob
   fi
   echo "[gpu-transfer] stage 2 done in $(($(date +%s) - T0)) s"
 else

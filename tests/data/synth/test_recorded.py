@@ -262,7 +262,7 @@ def test_installed_packages_need_voice_lines_not_just_folders(tmp_path: Path, mo
     (tmp_path / "pkgs/hedgewars-data" / hw).rename(root / hw)
     (root / "usr/share/klettres/fr").mkdir(parents=True)
     (root / "usr/share/games/hedgewars/Data/Sounds/voices/Empty").mkdir()
-    monkeypatch.setattr(rec, "SYSTEM_ROOT", root)
+    monkeypatch.setenv("USGM_SYSTEM_ROOT", str(root))
     assert rec.installed_packages() == {"hedgewars-data": root}
     (root / hw).rename(tmp_path / "gone")
     (root / hw / "Pirate").mkdir(parents=True)  # the folder without any voice pack
@@ -288,3 +288,15 @@ def test_bank_is_rebuilt_when_the_catalogue_changes(tmp_path: Path, monkeypatch)
     assert rec._load_bank(tmp_path / "bank", 8000) is None
     again = rec.build_bank(clips, tmp_path / "bank", 8000)
     assert {s.spk_id: s.pool for s in again}["hwpirate"] == "dev"
+
+
+def test_recorded_dir_follows_links_and_skips_broken_ones(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    sf.write(store / "a.wav", np.zeros(800), 8000, subtype="PCM_16")
+    spk = tmp_path / "clips" / "abc"
+    spk.mkdir(parents=True)
+    (spk / "a.wav").symlink_to(store / "a.wav")  # a folder of links to the real files
+    (spk / "gone.wav").symlink_to(store / "missing.wav")
+    clips = rec.folder_clips(tmp_path / "clips")
+    assert [c.path.name for c in clips["abc"]] == ["a.wav"]

@@ -43,11 +43,11 @@ from usgm.data.synth.voicepacks import (
     find_clips,
     is_speaker_id,
     pool_of,
+    speaker_rules,
 )
 
-# Where installed packages are looked for (the test suite points it at an empty folder).
-SYSTEM_ROOT = Path(os.environ.get("USGM_SYSTEM_ROOT", "/"))
-# Bump when a reader's output changes; catalogue and limit changes are caught by catalogue_key().
+# Bump when a reader's output changes; catalogue, speaker-table and limit changes are caught by
+# catalogue_key().
 BANK_VERSION = 3
 _MIN_CLIP_S = 0.4
 # Speakers with less usable speech (a lone line) are dropped; long ones are capped so that one
@@ -57,7 +57,7 @@ MAX_SPEAKER_S = 1200.0
 
 
 def catalogue_key() -> str:
-    """Fingerprint of what a bank holds: reader version, packages, pools and speaker limits.
+    """Fingerprint of what a bank holds: reader version, packages, speaker tables, pools, limits.
 
     Stored in ``bank.json`` and in a generated corpus's ``DONE``; a different key means a stale
     bank (rebuilt) or a stale corpus (regenerated).
@@ -65,6 +65,7 @@ def catalogue_key() -> str:
     spec = {
         "version": BANK_VERSION,
         "sources": [[s.package, s.folder] for s in SOURCES],
+        "speakers": speaker_rules(),
         "pools": sorted(POOLS.items()),
         "limits": [_MIN_CLIP_S, MIN_SPEAKER_S, MAX_SPEAKER_S],
     }
@@ -228,11 +229,16 @@ def _cache_lock(cache: Path):
 
 
 def installed_packages() -> dict[str, Path]:
-    """Packages of :data:`voicepacks.SOURCES` installed on this system (root ``/``)."""
+    """Packages of :data:`voicepacks.SOURCES` installed on this system.
+
+    The system root is ``/``, or ``$USGM_SYSTEM_ROOT`` (the test suite points it at an empty
+    folder).
+    """
+    root = Path(os.environ.get("USGM_SYSTEM_ROOT", "/"))
     return {
-        s.package: SYSTEM_ROOT
+        s.package: root
         for s in SOURCES
-        if (SYSTEM_ROOT / s.folder).is_dir() and any(s.find(SYSTEM_ROOT / s.folder).values())
+        if (root / s.folder).is_dir() and any(s.find(root / s.folder).values())
     }
 
 
@@ -256,14 +262,18 @@ def locate(
     return find_clips(roots)
 
 
-def _decode_clip(clip: Clip, sr: int) -> np.ndarray:
-    """One line as float64 at ``sr``, trimmed of leading and trailing silence."""
+def _decode_clip(clip: Clip, sr: int, data: bytes | None = None) -> np.ndarray:
+    """One line as float64 at ``sr``, trimmed of leading and trailing silence.
+
+    ``data``: the clip's bytes when the caller has read them already.
+    """
     import soundfile as sf
 
     from usgm.data.synth import dsp
 
-    try:
+    if data is None:
         data = _read_bytes(clip)
+    try:
         if clip.raw_rate:
             x = (np.frombuffer(data, dtype=np.uint8).astype(np.float64) - 128.0) / 128.0
             rate = clip.raw_rate
@@ -279,22 +289,21 @@ def _decode_clip(clip: Clip, sr: int) -> np.ndarray:
     return dsp.trim_silence(x, sr, np.random.default_rng(0), pad_s=(0.05, 0.05), threshold=0.02)
 
 
-def _content_key(clip: Clip) -> bytes:
-    return hashlib.sha1(_read_bytes(clip)).digest()
-
-
 def _read_bytes(clip: Clip) -> bytes:
-    with open(clip.path, "rb") as fh:
-        fh.seek(clip.offset)
-        return fh.read(clip.size)
+    try:
+        with open(clip.path, "rb") as fh:
+            fh.seek(clip.offset)
+            return fh.read(clip.size)
+    except OSError as exc:
+        raise DataError(f"recorded speech: cannot read {clip.path}: {exc}") from exc
 
 
 def _load_bank(bank: Path, sr: int) -> list[RecordedSpeaker] | None:
     """The speakers of an already decoded bank at ``sr``, or None when there is none (yet)."""
-    index = bank / "bank.json"
-    if not index.is_file():
+    try:  # absent, or replaced by another process right now: (re)build under the lock
+        info = json.loads((bank / "bank.json").read_text())
+    except (OSError, ValueError):
         return None
-    info = json.loads(index.read_text())
     if info.get("catalogue") != catalogue_key() or info.get("sample_rate") != sr:
         return None
     return _speakers(bank, info)
@@ -321,12 +330,15 @@ def build_bank(
     for spk, found in sorted(clips.items()):
         parts, total = [], 0
         for clip in found:
-            # Some packages hold the same recording under several names: keep it once.
-            if total >= MAX_SPEAKER_S * sr or (key := _content_key(clip)) in seen:
-                continue
-            seen.add(key)
+            if total >= MAX_SPEAKER_S * sr:
+                break
             try:
-                x = _decode_clip(clip, sr)
+                data = _read_bytes(clip)
+                # Some packages hold the same recording under several names: keep it once.
+                if (key := hashlib.sha1(data).digest()) in seen:
+                    continue
+                seen.add(key)
+                x = _decode_clip(clip, sr, data)
             except DataError as err:  # one damaged line among thousands: skip it, say so below
                 bad.append(str(err))
                 continue
@@ -351,8 +363,13 @@ def build_bank(
             speakers[spk] = np.cumsum([0] + [len(p) for p in parts]).tolist()
         info = {"catalogue": catalogue_key(), "sample_rate": sr, "speakers": speakers}
         (tmp / "bank.json").write_text(json.dumps(info))
-        shutil.rmtree(bank, ignore_errors=True)
+        # Move an old bank aside before the new one takes its name: readers never see a
+        # half-deleted folder (generations still mapping its files keep them until they exit).
+        old = bank.with_name(f"{bank.name}.old-{os.getpid()}")
+        if bank.exists():
+            bank.rename(old)
         tmp.rename(bank)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -391,7 +408,7 @@ def ensure_bank(
         return build_bank(locate(recorded_dir, cache_dir, log), bank, sr, log)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=None)  # one entry per speaker of the bank
 def _mapped(path: str) -> np.ndarray:
     """The int16 audio of one bank speaker, memory-mapped once per process."""
     return np.load(path, mmap_mode="r")

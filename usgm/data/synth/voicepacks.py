@@ -71,11 +71,11 @@ def is_speaker_id(name: str) -> bool:
 
 
 def audio_files(folder: Path, pattern: str = "*") -> list[Path]:
-    """Audio files matching ``pattern`` under ``folder``, sorted, links left out."""
-    # Links point at a recording that another folder (or package) already holds.
-    return sorted(
-        p for p in folder.glob(pattern) if p.suffix.lower() in AUDIO_SUFFIXES and not p.is_symlink()
-    )
+    """Audio files matching ``pattern`` under ``folder``, sorted (broken links left out).
+
+    A link to a recording another folder also holds is dropped later, by content.
+    """
+    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
 
 
 # Fish Fillets NG: clips ``<level>/<lang>/<level>-<character>-<line>.ogg``; "m" / "v" are the
@@ -258,3 +258,13 @@ def find_clips(roots: dict[str, Path]) -> dict[str, list[Clip]]:
             for spk, found in source.find(folder).items():
                 clips.setdefault(spk, []).extend(found)
     return {k: v for k, v in sorted(clips.items()) if v}
+
+
+def speaker_rules() -> dict[str, object]:
+    """The tables that decide who speaks each line (plain data; part of a bank's identity)."""
+    return {
+        "fillets": list(FILLETS_CHARACTERS),
+        "hedgewars": sorted(HEDGEWARS.items()),
+        "drascula": [DRASCULA_RATE, sorted(DRASCULA_CHARACTERS.items())],
+        "fotaq": _FOTAQ_LINE.pattern,
+    }
