@@ -62,7 +62,7 @@ class SynthOptions:
             Debian's voice packages (fetched on demand); 0 gives eSpeak-only data. Default 1:
             recorded voices transferred best to real speech (issue 5, README).
         recorded_splits: splits that use recorded speakers, each from its own disjoint pool of
-            people (140 train, 4 dev, 4 test).
+            people (145 train, 4 dev, 4 test).
         recorded_speed: range of the per-utterance speed factor of recorded speech (resampling:
             F0 and formants move together, like a different vocal tract).
         codec: probability of passing an utterance through a lossy speech codec at 8 kHz
