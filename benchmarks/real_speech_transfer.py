@@ -399,39 +399,78 @@ def synthetic_mixtures(root: Path, n_src: int, limit: int | None):
 # Scoring
 # --------------------------------------------------------------------------------------------
 def score(model, mixtures, device: str = "cpu") -> dict[str, Any]:
-    """Mean SI-SNR / SI-SNRi (utterance-level PIT, THE usgm SI-SNR) over ``mixtures``."""
+    """Mean SI-SNR / SI-SNRi (utterance-level PIT, THE usgm SI-SNR) over ``mixtures``.
+
+    Also scores perfect denoising alone: every output the exact clean mixture (sum of the
+    sources). A model below that line removes the noise but harms the speech more than it
+    separates it.
+
+    Returns:
+        Means, ``si_snri_stats`` (mean/std/95 % CI), ``denoise_only_si_snri`` and
+        ``per_mixture`` (mixture ID → SI-SNRi, dB).
+    """
     import torch
 
     from usgm.losses import pit_si_snr, si_snr
 
-    sisnr, sisnri, base = [], [], []
+    sisnr, sisnri, base, denoise, ids = [], [], [], [], []
     with torch.inference_mode():
-        for _uid, mix, srcs in mixtures:
+        for uid, mix, srcs in mixtures:
             m = torch.from_numpy(mix).to(device)[None]
             ref = torch.from_numpy(srcs).to(device)[None]
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device != "cpu"):
                 est = model(m).est
             best, _ = pit_si_snr(est.float(), ref)
             b = si_snr(m.expand_as(ref), ref).mean(-1)
+            clean = si_snr(ref.sum(1, keepdim=True).expand_as(ref), ref).mean(-1)
             sisnr.append(float(best))
             base.append(float(b))
             sisnri.append(float(best - b))
+            denoise.append(float(clean - b))
+            ids.append(uid)
     n = len(sisnri)
-
-    def stats(v: list[float]) -> dict[str, float]:
-        a = np.asarray(v)
-        return {
-            "mean": float(a.mean()),
-            "std": float(a.std()),
-            "ci95": 1.96 * float(a.std()) / math.sqrt(n),
-        }
-
+    if not n:
+        return {"n": 0, "si_snri": float("nan"), "si_snr": float("nan"),
+                "input_si_snr": float("nan"), "si_snri_stats": None}  # fmt: skip
     return {
         "n": n,
-        "si_snri": float(np.mean(sisnri)) if n else float("nan"),
-        "si_snr": float(np.mean(sisnr)) if n else float("nan"),
-        "input_si_snr": float(np.mean(base)) if n else float("nan"),
-        "si_snri_stats": stats(sisnri) if n else None,
+        "si_snri": float(np.mean(sisnri)),
+        "si_snr": float(np.mean(sisnr)),
+        "input_si_snr": float(np.mean(base)),
+        "si_snri_stats": _stats(sisnri),
+        "denoise_only_si_snri": float(np.mean(denoise)),
+        "per_mixture": {u: round(v, 3) for u, v in zip(ids, sisnri, strict=True)},
+    }
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(a.size),
+            "ci95": 1.96 * float(a.std()) / math.sqrt(a.size)}  # fmt: skip
+
+
+def breakdown(per_mixture: dict[str, float], items: list[dict[str, Any]]) -> dict[str, Any]:
+    """SI-SNRi of a real set by speaker and by the sexes of the pair (e.g. ``FF``, ``FM``).
+
+    Args:
+        per_mixture: mixture ID → SI-SNRi (from :func:`score`).
+        items: the set's mixtures (:func:`load_set`), for their speakers.
+
+    Returns:
+        ``{"by_speaker": {key: stats}, "by_sexes": {"FF": stats, ...}}``; a mixture counts once
+        for each of its speakers.
+    """
+    by_speaker: dict[str, list[float]] = {}
+    by_sexes: dict[str, list[float]] = {}
+    for it in items:
+        v = per_mixture[it["id"]]
+        for key in it["speakers"]:
+            by_speaker.setdefault(key, []).append(v)
+        sexes = "".join(sorted(SPEAKERS[k][1][0].upper() for k in it["speakers"]))
+        by_sexes.setdefault(sexes, []).append(v)
+    return {
+        "by_speaker": {k: _stats(v) for k, v in sorted(by_speaker.items())},
+        "by_sexes": {k: _stats(v) for k, v in sorted(by_sexes.items())},
     }
 
 
@@ -543,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
             result["real"][f"{n}spk"] = {"skipped": f"the model separates {n_src} speakers"}
             continue
         r = score(model, mixtures_from_set(items), args.device)
+        r |= breakdown(r["per_mixture"], items) if r["n"] else {}
         r["split"] = args.split
         r["speakers"] = sorted({s for it in items for s in it["speakers"]})
         result["real"][f"{n}spk"] = r
@@ -568,7 +608,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def format_table(result: dict[str, Any]) -> str:
     lines = [f"model {result['model']} ({result['n_src']} speakers)"]
-    lines.append(f"{'set':<28s} {'n':>5s} {'input SI-SNR':>13s} {'SI-SNR':>8s} {'SI-SNRi':>8s}")
+    lines.append(
+        f"{'set':<28s} {'n':>5s} {'input SI-SNR':>13s} {'SI-SNR':>8s} {'SI-SNRi':>8s} "
+        f"{'denoise only':>13s}"
+    )
     rows = [(f"real {k} ({v.get('split', '')})", v) for k, v in result["real"].items()]
     if result["synthetic"]:
         rows.append(("synthetic test", result["synthetic"]))
@@ -578,8 +621,12 @@ def format_table(result: dict[str, Any]) -> str:
             continue
         lines.append(
             f"{name:<28s} {v['n']:5d} {v['input_si_snr']:13.2f} {v['si_snr']:8.2f} "
-            f"{v['si_snri']:8.2f}"
+            f"{v['si_snri']:8.2f} {v.get('denoise_only_si_snri', float('nan')):13.2f}"
         )
+        for group in ("by_sexes", "by_speaker"):
+            if v.get(group):
+                parts = [f"{k} {s['mean']:+.2f} (n={s['n']})" for k, s in v[group].items()]
+                lines.append(f"    {group[3:]:<8s} " + ", ".join(parts))
     if result.get("real_over_synthetic") is not None:
         lines.append(f"real / synthetic SI-SNRi: {result['real_over_synthetic']:.2f}")
     return "\n".join(lines)

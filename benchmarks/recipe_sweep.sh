@@ -65,7 +65,7 @@ for spec in $RUNS; do
 done
 for p in "${pids[@]}"; do wait "$p" || echo "[sweep] a run failed (pid $p)"; done
 python3 - "$SWEEP" "$OUT" $RUNS <<'PYEOF'
-import glob, json, shutil, sys
+import glob, json, sys
 sweep, out, runs = sys.argv[1], sys.argv[2], sys.argv[3:]
 summary = {}
 for spec in runs:
@@ -79,8 +79,10 @@ for spec in runs:
     best = r.get("best_checkpoint") or r.get("last_checkpoint")
     last = torch.load(r["last_checkpoint"], map_location="cpu", weights_only=False)
     summary[name] = {"spec": spec, "global_step": last.get("global_step"), **r}
-    if best:
-        shutil.copy(best, f"{out}/{name}.ckpt")
+    if best:  # without optimizer state, so that larger variants fit the device's 16 MiB per file
+        ck = torch.load(best, map_location="cpu", weights_only=False)
+        ck.pop("optimizer_states", None)
+        torch.save(ck, f"{out}/{name}.ckpt")
 json.dump(summary, open(f"{out}/sweep.json", "w"), indent=1, default=str)
 print(json.dumps({k: {kk: v.get("metrics", {}).get(kk, v.get(kk)) for kk in ("test/si_snri", "val/si_snri", "global_step")}
                   for k, v in summary.items()}, indent=1, default=str))

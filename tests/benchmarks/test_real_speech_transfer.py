@@ -133,5 +133,48 @@ def test_smoke_run_scores_a_model(rst, speech_dir, tmp_path) -> None:
     assert code == 0
     res = json.loads(out.read_text())
     assert res["real"]["2spk"]["n"] == 4 and np.isfinite(res["real"]["2spk"]["si_snri"])
+    assert np.isfinite(res["real"]["2spk"]["denoise_only_si_snri"])
+    assert set(res["real"]["2spk"]["by_speaker"]) <= {"allison", "june", "carlo", "ru"}
+    assert sum(v["n"] for v in res["real"]["2spk"]["by_sexes"].values()) == 4
     assert res["real"]["3spk"]["skipped"]
     assert res["synthetic"] is None
+
+
+def test_breakdown_groups_by_speaker_and_sexes(rst) -> None:
+    items = [
+        {"id": "a", "speakers": ["allison", "carlo"]},
+        {"id": "b", "speakers": ["june", "allison"]},
+        {"id": "c", "speakers": ["carlo", "june"]},
+    ]
+    out = rst.breakdown({"a": 1.0, "b": -2.0, "c": 4.0}, items)
+    assert {k: v["mean"] for k, v in out["by_speaker"].items()} == {
+        "allison": -0.5, "carlo": 2.5, "june": 1.0,
+    }  # fmt: skip
+    assert {k: (v["mean"], v["n"]) for k, v in out["by_sexes"].items()} == {
+        "FF": (-2.0, 1), "FM": (2.5, 2),
+    }  # fmt: skip
+
+
+def test_denoise_only_reference_matches_a_direct_computation(rst) -> None:
+    """The 'denoise only' column: SI-SNRi of outputting the clean mixture in every channel."""
+    rng = np.random.default_rng(1)
+    srcs = rng.standard_normal((2, 4000)).astype(np.float32)
+    noise = 0.5 * rng.standard_normal(4000).astype(np.float32)
+    mix = srcs.sum(0) + noise
+
+    class Echo(torch.nn.Module):  # outputs the mixture twice: SI-SNRi 0 by definition
+        def forward(self, m):
+            return type("Out", (), {"est": m[:, None].expand(-1, 2, -1)})()
+
+    def si_snr(est, ref):
+        ref = ref - ref.mean()
+        est = est - est.mean()
+        t = (est @ ref) / (ref @ ref) * ref
+        return 10 * np.log10((t @ t) / ((est - t) @ (est - t)))
+
+    res = rst.score(Echo(), [("m0", mix, srcs)])
+    clean = srcs.sum(0)
+    want = np.mean([si_snr(clean, s) - si_snr(mix, s) for s in srcs])
+    assert res["si_snri"] == pytest.approx(0.0, abs=1e-4)
+    assert res["denoise_only_si_snri"] == pytest.approx(want, abs=1e-3)
+    assert res["per_mixture"] == {"m0": pytest.approx(0.0, abs=1e-3)}

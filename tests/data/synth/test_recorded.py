@@ -246,7 +246,8 @@ def test_recorded_fraction_zero_needs_no_recordings_and_keeps_espeak_output(tmp_
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("recorded_fraction", 1.5), ("recorded_splits", ("train", "eval")), ("recorded_speed", (0.3, 1))],
+    [("recorded_fraction", 1.5), ("recorded_splits", ("train", "eval")), ("recorded_speed", (0.3, 1)),
+     ("recorded_gap", (0.4, 0.1)), ("same_recording", -0.1), ("shared_channel", 2.0)],
 )
 def test_bad_recorded_options_name_the_key(tmp_path: Path, key: str, value) -> None:
     with pytest.raises(DataError, match=key):
@@ -300,3 +301,70 @@ def test_recorded_dir_follows_links_and_skips_broken_ones(tmp_path: Path) -> Non
     (spk / "gone.wav").symlink_to(store / "missing.wav")
     clips = rec.folder_clips(tmp_path / "clips")
     assert [c.path.name for c in clips["abc"]] == ["a.wav"]
+
+
+def test_render_recorded_gap_sets_the_pause_between_clips(tmp_path: Path) -> None:
+    sr = 8000
+    tone = (0.4 * np.sin(2 * np.pi * 200 * np.arange(sr // 2) / sr) * 32767).astype(np.int16)
+    np.save(tmp_path / "s.npy", np.concatenate([tone, tone]))
+    spk = rec.RecordedSpeaker("fcsm", "train", str(tmp_path / "s.npy"), (0, sr // 2, sr), sr)
+
+    def longest_zero_run(x: np.ndarray) -> int:
+        runs, cur = [0], 0
+        for v in x == 0:
+            cur = cur + 1 if v else 0
+            runs.append(cur)
+        return max(runs)
+
+    rng = np.random.default_rng(0)
+    wide = rec.render_recorded(spk, rng, sr, target_s=3.0, speed=1.0, gap_s=(0.3, 0.3))
+    none = rec.render_recorded(spk, rng, sr, target_s=3.0, speed=1.0, gap_s=(0.0, 0.0))
+    assert int(0.3 * sr) <= longest_zero_run(wide) <= int(0.3 * sr) + 1  # + sin(0) of a clip
+    assert longest_zero_run(none) <= 2  # zero crossings of the tone only
+
+
+def test_same_recording_pairs_people_of_one_recording_source(tmp_path: Path) -> None:
+    from usgm.data.synth.voicepacks import recording_group
+
+    packed = _packed(tmp_path)
+    root = make_dataset(
+        tmp_path / "c", n_train=30, n_dev=4, n_test=4, seed=2, num_workers=1,
+        cache_dir=tmp_path / "cache", recorded_dir=packed,
+        same_recording=1.0, shared_channel=1.0,
+    )  # fmt: skip
+    train = {s.spk_id for s in rec.ensure_bank(8000, packed, tmp_path / "cache")
+             if s.pool == "train"}  # fmt: skip
+    checked = 0
+    for mid in _ids(root, "train-360"):
+        first, second = (part.split("-")[0] for part in mid.split("_"))
+        group = recording_group(first)
+        mates = {s for s in train if s != first and recording_group(s) == group}
+        if group is not None and mates:
+            assert second in mates
+            checked += 1
+    assert checked >= 10
+    assert read_info(root)["options"]["shared_channel"] == 1.0
+
+
+def test_shared_channel_draws_give_every_source_the_same_chain() -> None:
+    """The worker's shared chain: one seed, a fresh generator per source → identical filters."""
+    from usgm.data.synth.options import SynthOptions
+    from usgm.data.synth.speech import apply_channel
+
+    opts = SynthOptions(level_db=0.0, room_tone_db=None, codec=0.0, reverb=1.0, band_limit=1.0)
+    impulse = np.zeros(4000)
+    impulse[0] = 1.0
+    a = apply_channel(impulse, np.random.default_rng(11), 8000, opts)
+    b = apply_channel(impulse, np.random.default_rng(11), 8000, opts)
+    c = apply_channel(impulse, np.random.default_rng(12), 8000, opts)
+    np.testing.assert_allclose(a, b)
+    assert np.abs(a - c).max() > 1e-3
+
+
+def test_recording_groups_follow_the_speaker_id_prefix() -> None:
+    from usgm.data.synth.voicepacks import recording_group
+
+    assert recording_group("fqjoe") == recording_group("fqaf") == "fotaq"
+    assert recording_group("drenjh") != recording_group("dresjh")
+    assert recording_group("hwpirate") == "hedgewars"
+    assert recording_group("ktfr") is None and recording_group("klfr") is None

@@ -65,6 +65,15 @@ class SynthOptions:
             people (145 train, 4 dev, 4 test).
         recorded_speed: range of the per-utterance speed factor of recorded speech (resampling:
             F0 and formants move together, like a different vocal tract).
+        recorded_gap: range of the pause between two joined clips of one recorded utterance,
+            seconds; shorter pauses make the sources overlap more, as in read speech.
+        same_recording: probability that the further recorded people of a mixture come from the
+            first one's recording source (one game dub or voice-pack set, see
+            ``voicepacks.RECORDING_GROUPS``): the sources then share their recording chain and
+            only the voices tell them apart, as in real corpora recorded in one studio.
+        shared_channel: probability that all recorded sources of a mixture get the same draw
+            of the level/room/EQ/band/room-tone/codec chain, so that no per-source channel
+            difference can stand in for the voice.
         codec: probability of passing an utterance through a lossy speech codec at 8 kHz
             (GSM 6.10, G.721, µ-law, IMA ADPCM, low-bitrate MP3/Opus; recorded prompt sets and
             telephone speech carry such artifacts); 0 disables.
@@ -99,6 +108,9 @@ class SynthOptions:
     recorded_fraction: float = 1.0
     recorded_splits: tuple[str, ...] = ("train", "dev", "test")
     recorded_speed: tuple[float, float] = (0.85, 1.2)
+    recorded_gap: tuple[float, float] = (0.05, 0.4)
+    same_recording: float = 0.0
+    shared_channel: float = 0.0
     codec: float = 0.5
     codecs: tuple[str, ...] = ("gsm", "g721", "ulaw", "adpcm", "mp3", "opus")
     shard_size: int = 100
@@ -129,6 +141,8 @@ class SynthOptions:
             "reverb",
             "recorded_fraction",
             "codec",
+            "same_recording",
+            "shared_channel",
         ):
             if not 0 <= getattr(self, key) <= 1:
                 raise bad(key, "must be in [0, 1]")
@@ -151,6 +165,8 @@ class SynthOptions:
             raise bad("recorded_splits", f"needs a subset of {', '.join(SPLITS)}")
         if not 0.5 <= self.recorded_speed[0] <= self.recorded_speed[1] <= 2:
             raise bad("recorded_speed", "needs 0.5 <= low <= high <= 2")
+        if not 0 <= self.recorded_gap[0] <= self.recorded_gap[1] <= 2:
+            raise bad("recorded_gap", "needs 0 <= low <= high <= 2 s")
         from usgm.data.synth.dsp import CODECS
 
         if not self.codecs or set(self.codecs) - set(CODECS):

@@ -415,7 +415,12 @@ def _mapped(path: str) -> np.ndarray:
 
 
 def render_recorded(
-    spk: RecordedSpeaker, rng: np.random.Generator, sr: int, target_s: float, speed: float
+    spk: RecordedSpeaker,
+    rng: np.random.Generator,
+    sr: int,
+    target_s: float,
+    speed: float,
+    gap_s: tuple[float, float] = (0.05, 0.4),
 ) -> np.ndarray:
     """One pseudo-utterance: random clips of ``spk`` joined by short pauses, speed-perturbed.
 
@@ -428,6 +433,7 @@ def render_recorded(
         sr: sample rate, Hz.
         target_s: duration to reach (after the speed change), seconds.
         speed: > 1 faster and higher, < 1 slower and lower.
+        gap_s: range of the pause between two clips, seconds (before the speed change).
 
     Returns:
         (T,) float64, T = ``target_s * sr`` samples.
@@ -442,7 +448,7 @@ def render_recorded(
     while total < need:
         k = int(rng.integers(spk.n_clips))
         clip = np.asarray(audio[spk.offsets[k] : spk.offsets[k + 1]], dtype=np.float64) / 32768.0
-        gap = np.zeros(int(rng.uniform(0.05, 0.4) * sr)) if pieces else np.zeros(0)
+        gap = np.zeros(int(rng.uniform(*gap_s) * sr)) if pieces else np.zeros(0)
         pieces += [gap, clip * 10 ** (rng.uniform(-3, 3) / 20)]
         total += len(gap) + len(clip)
     x = np.concatenate(pieces)

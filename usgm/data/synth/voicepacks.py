@@ -244,6 +244,20 @@ POOLS = {
 }  # fmt: skip
 
 
+# Recording sources whose people share one recording chain (studio, microphone, processing):
+# speaker-ID prefix → source. Each KDE language was recorded by another volunteer at home, so
+# those speakers share no chain and have no group.
+RECORDING_GROUPS = {
+    "dren": "drascula-en", "dres": "drascula-es", "fcs": "fillets-cs", "fnl": "fillets-nl",
+    "fq": "fotaq", "hw": "hedgewars",
+}  # fmt: skip
+
+
+def recording_group(spk_id: str) -> str | None:
+    """The recording source ``spk_id`` shares with other speakers, or None (see RECORDING_GROUPS)."""
+    return next((g for k, g in RECORDING_GROUPS.items() if spk_id.startswith(k)), None)
+
+
 def pool_of(spk_id: str) -> str:
     """``train``, ``dev`` or ``test``."""
     return POOLS.get(spk_id, "train")

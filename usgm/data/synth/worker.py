@@ -65,6 +65,7 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
     from usgm.data.synth.noise import make_babble_bank, mixture_noise
     from usgm.data.synth.recorded import render_recorded
     from usgm.data.synth.speech import apply_channel, render_utterance
+    from usgm.data.synth.voicepacks import recording_group
 
     opts, sr = task.options, task.sample_rate
     tts = Espeak(task.voice_data)
@@ -79,15 +80,26 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
         picks = rng.choice(len(task.speakers), size=task.n_src, replace=False)
         speakers: list = [task.speakers[i] for i in picks]
         sources = []
+        # Options at 0 draw nothing, so that corpora made without them stay bit-identical.
+        same_group = opts.same_recording > 0 and rng.random() < opts.same_recording
+        channel_seed = None
+        if opts.shared_channel > 0 and rng.random() < opts.shared_channel:
+            channel_seed = int(rng.integers(2**62))
+        group = None  # recording source of the mixture's first recorded person
         for j, spk in enumerate(speakers):
             # Recorded people are drawn without replacement too: different people per mixture.
             free = [r for r in task.recorded if r not in speakers]
+            if same_group and group is not None:
+                free = [r for r in free if recording_group(r.spk_id) == group] or free
             if free and opts.recorded_fraction > 0 and rng.random() < opts.recorded_fraction:
                 speakers[j] = free[int(rng.integers(len(free)))]
+                if group is None:
+                    group = recording_group(speakers[j].spk_id)
                 target_s = rng.uniform(*opts.utterance_s)
                 speed = rng.uniform(*opts.recorded_speed)
-                x = render_recorded(speakers[j], rng, sr, target_s, speed)
-                sources.append(apply_channel(x, rng, sr, opts))
+                x = render_recorded(speakers[j], rng, sr, target_s, speed, opts.recorded_gap)
+                chain = rng if channel_seed is None else np.random.default_rng(channel_seed)
+                sources.append(apply_channel(x, chain, sr, opts))
             else:
                 sources.append(render_utterance(tts, spk, rng, sr, opts))
         lengths = [len(s) for s in sources]
