@@ -85,7 +85,7 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
         channel_seed = None
         if opts.shared_channel > 0 and rng.random() < opts.shared_channel:
             channel_seed = int(rng.integers(2**62))
-        group = None  # recording source of the mixture's first recorded person
+        group = None  # recording source of the first recorded person who has one
         for j, spk in enumerate(speakers):
             # Recorded people are drawn without replacement too: different people per mixture.
             free = [r for r in task.recorded if r not in speakers]
