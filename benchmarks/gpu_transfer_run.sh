@@ -23,8 +23,9 @@
 # GPU_TRANSFER_NO_INSTALL=1 (skip the wheel install), CALL_LIMIT (seconds per call, 600),
 # REC_DIR (packed recorded speech for a machine without apt), EXTRA_OVERRIDES (Hydra overrides
 # for both stages), CURVE=1 (stage 2 also scores every kept epoch checkpoint: transfer over
-# training; pair with callbacks.model_checkpoint.save_top_k=-1), WHL_DIR (wheel folder to install, default .whl; the device image has scipy,
-# so a copy without it leaves room for a larger .rec within the carry limit).
+# training; pair with callbacks.model_checkpoint.save_top_k=-1), WHL_DIR (wheel folder to
+# install, default .whl; the device image has scipy, so a copy without it leaves room for a
+# larger .rec within the carry limit).
 set -euo pipefail
 STAGE=${1:?usage: gpu_transfer_run.sh 1|2}
 T0=$(date +%s)
@@ -117,10 +118,13 @@ PYEOF
   echo "[gpu-transfer] scoring $BEST"
   DEV=cuda
   [ -n "${GPU_TRANSFER_TINY:-}" ] && DEV=cpu
-  REAL_ARGS=(--model "$BEST" --synthetic-root "$DATA" --mix-dir "$MIX_DIR" --n-src 2
-             --device "$DEV" --out "$OUT/real_speech_transfer.json")
-  [ -n "${GPU_TRANSFER_TINY:-}" ] && REAL_ARGS+=(--smoke --speech-dir "${SPEECH_DIR:?}")
-  "$PY" benchmarks/real_speech_transfer.py "${REAL_ARGS[@]}"
+  score_real() {  # checkpoint, JSON out
+    local args=(--model "$1" --synthetic-root "$DATA" --mix-dir "$MIX_DIR" --n-src 2
+                --device "$DEV" --out "$2")
+    [ -n "${GPU_TRANSFER_TINY:-}" ] && args+=(--smoke --speech-dir "${SPEECH_DIR:?}")
+    "$PY" benchmarks/real_speech_transfer.py "${args[@]}"
+  }
+  score_real "$BEST" "$OUT/real_speech_transfer.json"
   if [ -n "${CURVE:-}" ]; then
     # Transfer over training: every kept epoch checkpoint (EXTRA_OVERRIDES with
     # callbacks.model_checkpoint.save_top_k=-1) scored on both sets → $OUT/curve/.
@@ -129,9 +133,7 @@ PYEOF
     for ck in "$RUN"/logs/default_gpu/runs/*/checkpoints/epoch*.ckpt; do
       dest="$OUT/curve/$(basename "$ck" .ckpt).json"
       if [ "$ck" = "$BEST" ]; then cp "$OUT/real_speech_transfer.json" "$dest"; continue; fi
-      REAL_ARGS[1]="$ck"  # --model
-      REAL_ARGS[11]="$dest"  # --out
-      "$PY" benchmarks/real_speech_transfer.py "${REAL_ARGS[@]}" | tail -3
+      score_real "$ck" "$dest" | tail -3
     done
     shopt -u nullglob
   fi

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from usgm.data.errors import DataError
+from usgm.data.synth.options import SynthOptions
 from usgm.data.synth.voicepacks import (
     PACKAGES,
     POOLS,
@@ -420,7 +421,7 @@ def render_recorded(
     sr: int,
     target_s: float,
     speed: float,
-    gap_s: tuple[float, float] = (0.05, 0.4),
+    gap_s: tuple[float, float] = SynthOptions.recorded_gap,
 ) -> np.ndarray:
     """One pseudo-utterance: random clips of ``spk`` joined by short pauses, speed-perturbed.
 
