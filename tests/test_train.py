@@ -35,7 +35,14 @@ def _smoke_cfg(experiment: str, root: Path, out: Path):
     cfg = _compose([f"experiment={experiment}", "debug=smoke", f"data.root={root}", "logger=csv"])
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
+        # The tiny corpora are already generated; the `default*` experiments' own `generate`
+        # settings would rebuild them in place at full size (minutes, and gigabytes in /tmp).
+        cfg.data.generate = None
     return cfg
+
+
+def _n_rows(root: Path) -> int:
+    return sum(len(p.read_text().splitlines()) for p in root.rglob("*.csv"))
 
 
 def test_expected_experiments_exist() -> None:
@@ -64,7 +71,9 @@ def test_experiment_smoke_run(experiment: str, tiny_2mix, tiny_3mix, tmp_path) -
     n_src = int(_compose([f"experiment={experiment}"]).data.n_src)
     root = tiny_3mix if n_src == 3 else tiny_2mix
     cfg = _smoke_cfg(experiment, root, tmp_path)
+    rows = _n_rows(root)
     metrics = train(cfg)
+    assert _n_rows(root) == rows, "the shared tiny corpus was rebuilt"
     assert "test/si_snri" in metrics
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     summary = json.loads((tmp_path / "results.json").read_text())

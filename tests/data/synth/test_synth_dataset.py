@@ -158,3 +158,13 @@ def test_incomplete_root_is_not_complete(tmp_path: Path):
     (tmp_path / COMPLETE_MARKER).write_text("not json")
     assert not is_complete(tmp_path)
     assert read_info(tmp_path / "missing") is None
+
+
+def test_failed_wav_write_names_the_file_and_free_space(tmp_path: Path) -> None:
+    from usgm.data.synth.worker import _write_wav
+
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x")  # writing "inside" a file fails as a full disk does: at the OS
+    target = blocker / "s1.wav"
+    with pytest.raises(OSError, match=r"not_a_dir/s1\.wav.*MiB free"):
+        _write_wav(target, np.zeros(80, dtype=np.int16), 8000)

@@ -10,6 +10,7 @@ would drag torch and Lightning into every worker, and an unguarded script would 
 from __future__ import annotations
 
 import pickle
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,9 +116,23 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
         files = {"mix_both": q.mix_both, "mix_clean": q.mix_clean, "noise": q.noise}
         files |= {f"s{j + 1}": s for j, s in enumerate(q.sources)}
         for kind, data in files.items():
-            sf.write(out / kind / f"{mixture_id}.wav", data, sr, subtype="PCM_16")
+            _write_wav(out / kind / f"{mixture_id}.wav", data, sr)
         rows.append((index, mixture_id, n))
     return rows
+
+
+def _write_wav(path: Path, data: np.ndarray, sr: int) -> None:
+    """Writes 16-bit PCM; a failed write names the file and the free space left.
+
+    libsndfile reports a full disk only as "System error", so the free space is added here.
+    """
+    try:
+        sf.write(path, data, sr, subtype="PCM_16")
+    except (OSError, sf.LibsndfileError) as err:
+        free = shutil.disk_usage(path.parent).free / 2**20
+        raise OSError(
+            f"could not write {path} ({err}); {free:.0f} MiB free on that disk"
+        ) from err
 
 
 def main(argv: list[str] | None = None) -> int:
