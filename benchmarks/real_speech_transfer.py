@@ -150,6 +150,7 @@ def unpack_packages(cache: Path) -> Path:
             raise SetupError(f"dpkg is not available to unpack {deb}: apt-get install dpkg")
         tmp = pkgs / f"{name}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)  # dpkg -x makes the last folder only
         subprocess.run(["dpkg", "-x", str(deb), str(tmp)], check=True)
         tmp.rename(pkgs / name)
     return pkgs

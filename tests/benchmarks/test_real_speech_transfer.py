@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -178,3 +180,25 @@ def test_denoise_only_reference_matches_a_direct_computation(rst) -> None:
     assert res["si_snri"] == pytest.approx(0.0, abs=1e-4)
     assert res["denoise_only_si_snri"] == pytest.approx(want, abs=1e-3)
     assert res["per_mixture"] == {"m0": pytest.approx(0.0, abs=1e-3)}
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_downloaded_packages_unpack_into_a_fresh_cache(rst, tmp_path) -> None:
+    """The README's recipe downloads the .debs by hand: ``pkgs/`` does not exist yet."""
+    tree = tmp_path / "tree"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN" / "control").write_text(
+        "Package: asterisk-core-sounds-en-wav\nVersion: 1.0\nArchitecture: all\n"
+        "Maintainer: t <t@example.org>\nDescription: t\n"
+    )
+    prompt = tree / "usr/share/asterisk/sounds/en/hello.wav"
+    prompt.parent.mkdir(parents=True)
+    sf.write(prompt, np.zeros(800, np.float32), SR, subtype="PCM_16")
+    cache = tmp_path / "cache"
+    (cache / "debs").mkdir(parents=True)
+    deb = cache / "debs" / "asterisk-core-sounds-en-wav_1.0_all.deb"
+    subprocess.run(["dpkg-deb", "--build", str(tree), str(deb)], check=True, capture_output=True)
+    pkgs = rst.unpack_packages(cache)
+    got = pkgs / "asterisk-core-sounds-en-wav/usr/share/asterisk/sounds/en/hello.wav"
+    assert sf.info(got).frames == 800
+    assert not list(pkgs.glob("*.partial"))
