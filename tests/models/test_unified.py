@@ -65,6 +65,22 @@ def test_stages_compose_to_forward_and_encode_is_latent() -> None:
     torch.testing.assert_close(model.decode(enhanced, masks, 97), out.est)
 
 
+@pytest.mark.parametrize("n_src", [2, 3])
+def test_softmax_masks_partition_the_enhanced_mixture(n_src: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny(n_src=n_src, ss_mask="softmax")).eval()
+    mix = torch.randn(2, 97)
+    out = model(mix)
+    masks = model.separation_masks(out.enhanced)
+    torch.testing.assert_close(masks.sum(1), torch.ones_like(masks[:, 0]))
+    # the decoder is linear without bias: the outputs add up to the decoded SE output
+    whole = model.decode(out.enhanced, torch.ones_like(masks[:, :1]), 97)[:, 0]
+    torch.testing.assert_close(out.est.sum(1), whole, rtol=1e-4, atol=1e-5)
+    relu = build_model(tiny(n_src=n_src)).eval()
+    relu.load_state_dict(model.state_dict())  # same weights, other activation
+    assert not torch.allclose(relu(mix).est.sum(1), whole, atol=1e-3)
+
+
 @pytest.mark.parametrize("backbone", ["sepformer", "dprnn"])
 def test_batch_items_are_independent(backbone: str) -> None:
     torch.manual_seed(0)
@@ -124,6 +140,7 @@ def test_config_defaults_and_validation() -> None:
         ({"n_src": 1.5}, "n_src"),
         ({"use_se": "yes"}, "use_se"),
         ({"dropout": 1.0}, "dropout"),
+        ({"ss_mask": "sigmoid"}, "ss_mask"),
     ]
     for cfg, key in bad:
         with pytest.raises(ValueError, match=key):

@@ -6,7 +6,7 @@ arXiv 2302.11131):
 
     GroupNorm → 1×1 conv → chunk (K, hop K/2) → N × [intra model, norm, residual;
     inter model, norm, residual] → PReLU → 1×1 conv to D·C → overlap-add → tanh·sigmoid gate
-    → 1×1 conv → ReLU mask.
+    → 1×1 conv → mask (ReLU, or a softmax across the C outputs).
 
 Everything here is channels-last: chunked tensors are (B, S, K, D) (S chunks of K frames, D
 features), so the intra model sees a free view (B·S, K, D) and only the inter step transposes.
@@ -143,6 +143,8 @@ class DualPathMaskNet(nn.Module):
         n_outputs: Number of masks C (speakers for SS; 1 for the SE mask).
         chunk_size: Chunk length K (even; hop K/2).
         blocks: The dual-path blocks, applied in order.
+        activation: ``relu`` (SepFormer's masks) or ``softmax`` across the C outputs, so that
+            the masks sum to one in every bin and the masked latents add up to the input.
     """
 
     def __init__(
@@ -152,10 +154,14 @@ class DualPathMaskNet(nn.Module):
         n_outputs: int,
         chunk_size: int,
         blocks: Iterable[DualPathBlock],
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         if chunk_size < 2 or chunk_size % 2:
             raise ValueError(f"chunk_size must be an even integer ≥ 2, got {chunk_size}")
+        if activation not in ("relu", "softmax"):
+            raise ValueError(f"mask activation must be 'relu' or 'softmax', got {activation!r}")
+        self.activation = activation
         self.d_model = d_model
         self.n_outputs = n_outputs
         self.chunk_size = chunk_size
@@ -185,5 +191,6 @@ class DualPathMaskNet(nn.Module):
         x = self.out_proj(self.prelu(x))  # (B, S, K, C·D)
         x = overlap_add(x, n_frames).reshape(b, n_frames, self.n_outputs, self.d_model)
         t, g = self.gate(x).chunk(2, dim=-1)
-        m = F.relu(self.mask_proj(torch.tanh(t) * torch.sigmoid(g)))  # (B, L, C, N)
+        m = self.mask_proj(torch.tanh(t) * torch.sigmoid(g))  # (B, L, C, N)
+        m = F.softmax(m, dim=2) if self.activation == "softmax" else F.relu(m)
         return m.permute(0, 2, 3, 1)

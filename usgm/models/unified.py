@@ -43,7 +43,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "d_ffn": 1024,
     "dropout": 0.0,
     "rnn_hidden": 256,
+    "ss_mask": "relu",
 }
+#: SS mask activations: ``relu`` (SepFormer) or ``softmax`` over the speakers, which makes the
+#: separated latents a partition of the enhanced latent (mixture consistency, Wisdom et al. 2019).
+SS_MASKS = ("relu", "softmax")
 _DPRNN_SS_BLOCKS = 6
 _STAGE_KEYS = ("n_blocks", "n_intra", "n_inter")
 
@@ -105,6 +109,12 @@ def resolve_config(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
                 out[key][sub] = _positive_int(f"{key}.{sub}", v)
         elif key == "backbone":
             out[key] = str(value)
+        elif key == "ss_mask":
+            if value not in SS_MASKS:
+                raise ValueError(
+                    f"model config key 'ss_mask' must be one of {SS_MASKS}, got {value!r}"
+                )
+            out[key] = value
         elif key == "use_se":
             if not isinstance(value, bool):
                 raise ValueError(f"model config key 'use_se' must be a bool, got {value!r}")
@@ -140,7 +150,8 @@ def _make_masknet(cfg: Mapping[str, Any], stage: str, n_outputs: int) -> DualPat
         DualPathBlock(seq_model(st["n_intra"]), seq_model(st["n_inter"]), d)
         for _ in range(st["n_blocks"])
     ]
-    return DualPathMaskNet(cfg["n_filters"], d, n_outputs, cfg["chunk_size"], blocks)
+    act = cfg["ss_mask"] if stage == "ss" else "relu"  # one SE mask: a softmax would be all ones
+    return DualPathMaskNet(cfg["n_filters"], d, n_outputs, cfg["chunk_size"], blocks, act)
 
 
 class UnifiedSeparator(nn.Module):
