@@ -23,7 +23,8 @@ if [ -z "${NO_INSTALL:-}" ] && [ -d "${WHL_DIR:-.whl}" ] && [ ! -f /tmp/site/.us
 fi
 export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH} USGM_CACHE=$SWEEP/cache PYTHONUNBUFFERED=1
 REC=${REC:-.rec}
-# name:recorded_fraction:max_steps[:extra overrides separated by ,]
+# name:recorded_fraction:max_steps[:extra overrides separated by ,]; data.generate overrides
+# among the extras give the run its own corpus
 RUNS=${RUNS:-"r0:0:4100 r50:0.5:4100 r100:1.0:4100 r50p3:0.5:4100:model.scheduler.patience=3 r50long:0.5:14000 r100long:1.0:14000"}
 TRAINER=${TRAINER:-gpu}
 
@@ -40,14 +41,25 @@ ensure_default_data(cfg.data)
 print(f"[sweep] generated {cfg.data.root} in {time.time() - t:.1f} s", flush=True)
 PYEOF
 }
+data_args() {  # the run's data.generate overrides (they pick its corpus), comma-separated
+  local out=() o
+  IFS=, read -r -a all <<<"${1:-}"
+  for o in "${all[@]}"; do case "$o" in data.generate.*|+data.generate.*) out+=("$o") ;; esac; done
+  (IFS=,; echo "${out[*]}")
+}
+data_dir() {  # one corpus per recorded_fraction and set of data.generate overrides
+  echo "$SWEEP/data/rf$1${2:+_$(echo "$2" | tr -c 'A-Za-z0-9.\n' _)}"
+}
 declare -A DONE_DATA=()
 for spec in $RUNS; do
   IFS=: read -r name frac steps extra <<<"$spec"
-  data="$SWEEP/data/rf$frac"
-  if [ -z "${DONE_DATA[$frac]:-}" ]; then
+  dargs=$(data_args "$extra")
+  data=$(data_dir "$frac" "$dargs")
+  if [ -z "${DONE_DATA[$data]:-}" ]; then
+    IFS=, read -r -a more <<<"$dargs"
     gen experiment=default "data.root=$data" "data.generate.recorded_fraction=$frac" \
-      "data.generate.recorded_dir=$REC"
-    DONE_DATA[$frac]=1
+      "data.generate.recorded_dir=$REC" "${more[@]}"
+    DONE_DATA[$data]=1
   fi
 done
 LEFT=$((DEADLINE_S - ($(date +%s) - T0)))
@@ -57,7 +69,7 @@ for spec in $RUNS; do
   IFS=: read -r name frac steps extra <<<"$spec"
   IFS=, read -r -a more <<<"${extra:-}"
   python3 train.py experiment=default "trainer=$TRAINER" trainer.precision=32 "task_name=sweep_$name" \
-    "paths.log_dir=$SWEEP/logs" "data.root=$SWEEP/data/rf$frac" \
+    "paths.log_dir=$SWEEP/logs" "data.root=$(data_dir "$frac" "$(data_args "$extra")")" \
     "data.generate.recorded_fraction=$frac" "data.generate.recorded_dir=$REC" \
     "trainer.max_steps=$steps" "trainer.max_time=00:00:$(printf %02d:%02d $((LEFT / 60)) $((LEFT % 60)))" \
     callbacks.audio_examples.n_examples=0 "${more[@]}" > "$SWEEP/$name.log" 2>&1 &

@@ -75,6 +75,7 @@ def _build_matches(info: dict[str, Any] | None, data_cfg: DictConfig) -> bool:
     import json
 
     from usgm.data.synth import SynthOptions, make_dataset
+    from usgm.data.synth.options import ADDED_LATER
     from usgm.data.synth.recorded import catalogue_key
 
     if not info:
@@ -91,6 +92,8 @@ def _build_matches(info: dict[str, Any] | None, data_cfg: DictConfig) -> bool:
     for where in ("num_workers", "recorded_dir", "cache_dir"):  # locations, not content
         gen.pop(where, None)
     options = json.loads(json.dumps(dataclasses.asdict(SynthOptions(**gen))))
+    # A corpus written before an option existed was built with that option's neutral value.
+    built = json.loads(json.dumps({**ADDED_LATER, **(info.get("options") or {})}))
     # A corpus with recorded voices is stale once the voice catalogue changed.
     recorded = bool(info.get("recorded_speakers"))
     return (
@@ -99,7 +102,7 @@ def _build_matches(info: dict[str, Any] | None, data_cfg: DictConfig) -> bool:
         and info.get("sample_rate") == int(data_cfg.sample_rate)
         and info.get("counts") == counts
         and info.get("seed") == seed
-        and info.get("options") == options
+        and built == options
     )
 
 

@@ -247,7 +247,8 @@ def test_recorded_fraction_zero_needs_no_recordings_and_keeps_espeak_output(tmp_
 @pytest.mark.parametrize(
     ("key", "value"),
     [("recorded_fraction", 1.5), ("recorded_splits", ("train", "eval")), ("recorded_speed", (0.3, 1)),
-     ("recorded_gap", (0.4, 0.1)), ("same_recording", -0.1), ("shared_channel", 2.0)],
+     ("recorded_gap", (0.4, 0.1)), ("same_recording", -0.1), ("shared_channel", 2.0),
+     ("self_pair", 1.5)],
 )
 def test_bad_recorded_options_name_the_key(tmp_path: Path, key: str, value) -> None:
     with pytest.raises(DataError, match=key):
@@ -368,3 +369,31 @@ def test_recording_groups_follow_the_speaker_id_prefix() -> None:
     assert recording_group("drenjh") != recording_group("dresjh")
     assert recording_group("hwpirate") == "hedgewars"
     assert recording_group("ktfr") is None and recording_group("klfr") is None
+
+
+def test_self_pair_repeats_the_first_person_at_another_speed(tmp_path: Path) -> None:
+    root = make_dataset(
+        tmp_path / "c", n_train=12, n_dev=2, n_test=2, seed=4, num_workers=1,
+        cache_dir=tmp_path / "cache", recorded_dir=_packed(tmp_path), self_pair=1.0,
+    )  # fmt: skip
+    for split in ("train-360", "dev", "test"):
+        for mid in _ids(root, split):
+            first, second = (part.split("-")[0] for part in mid.split("_"))
+            assert first == second and not first.isdigit()
+    assert read_info(root)["options"]["self_pair"] == 1.0
+
+
+def test_self_pair_speed_factors_keep_their_distance() -> None:
+    from usgm.data.synth.worker import SELF_PAIR_RATIO, _speed_apart
+
+    span = (0.85, 1.2)
+    for seed in range(20):
+        first = _speed_apart(np.random.default_rng(seed), span, [])
+        # Without earlier factors it is the plain uniform draw it always was.
+        assert first == np.random.default_rng(seed).uniform(*span)
+        second = _speed_apart(np.random.default_rng(seed + 100), span, [first])
+        assert span[0] <= second <= span[1]
+        assert abs(np.log(second / first)) >= np.log(SELF_PAIR_RATIO) - 1e-12
+    # A span too narrow for the ratio: the farthest try, still inside the span.
+    got = _speed_apart(np.random.default_rng(0), (0.99, 1.01), [1.0])
+    assert 0.99 <= got <= 1.01 and abs(got - 1.0) > 0.005

@@ -77,6 +77,9 @@ def test_mixture_noise_draws_its_kind() -> None:
         ({"codec": 1.5}, "codec"),
         ({"codecs": ("gsm", "amr")}, "codecs"),
         ({"codecs": ()}, "codecs"),
+        ({"rumble": 1.2}, "rumble"),
+        ({"rumble_db": (-5.0, -20.0)}, "rumble_db"),
+        ({"eq_highpass": -0.5}, "eq_highpass"),
     ],
 )
 def test_bad_realism_options_name_the_key(kwargs, key) -> None:
@@ -139,3 +142,52 @@ def test_channel_codec_option_changes_only_when_enabled() -> None:
     assert a.shape == b.shape and not np.allclose(a, b, atol=1e-4)
     # The codec comes last in the chain: the rest draws the same random numbers.
     assert np.corrcoef(a, b)[0, 1] > 0.9
+
+
+def _low_share(x: np.ndarray, below_hz: float) -> float:
+    spec = np.abs(np.fft.rfft(x - x.mean())) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / SR)
+    return float(spec[f < below_hz].sum() / spec.sum())
+
+
+def test_recording_rumble_is_low_frequency_with_unit_rms() -> None:
+    shares, hum = [], 0
+    for seed in range(20):
+        y = dsp.recording_rumble(np.random.default_rng(seed), 4 * SR, SR)
+        assert y.shape == (4 * SR,) and np.sqrt(np.mean(y**2)) == pytest.approx(1.0, rel=1e-6)
+        shares.append(_low_share(y, 250))
+        spec = np.abs(np.fft.rfft(y)) ** 2
+        f = np.fft.rfftfreq(len(y), 1 / SR)
+        mains = sum(spec[np.abs(f - m) < 1.5].sum() for m in (50, 60, 100, 120))
+        hum += mains > 0.2 * spec.sum()
+    assert min(shares) > 0.97  # everything under 250 Hz: harmonics of the hum included
+    assert 2 <= hum <= 16  # hum on some takes only
+    assert dsp.recording_rumble(np.random.default_rng(0), 0, SR).shape == (0,)
+
+
+def test_eq_highpass_probability_keeps_the_lowest_frequencies() -> None:
+    x = np.random.default_rng(4).standard_normal(4 * SR)
+    # Shelves and peak at ±0.01 dB: what is left is the high-pass or its absence.
+    lows = [_low_share(dsp.random_eq(x, SR, np.random.default_rng(s), 0.01, 0.0), 30)
+            for s in range(8)]  # fmt: skip
+    cut = [_low_share(dsp.random_eq(x, SR, np.random.default_rng(s), 0.01), 30) for s in range(8)]
+    assert min(lows) > 0.9 * _low_share(x, 30) and min(lows) > 4 * max(cut)
+    # Probability 1 (the default) draws exactly what the EQ drew before the option existed.
+    a = dsp.random_eq(x, SR, np.random.default_rng(9), 6.0)
+    b = dsp.random_eq(x, SR, np.random.default_rng(9), 6.0, 1.0)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_channel_rumble_adds_low_frequency_content_at_its_level() -> None:
+    from usgm.data.synth.speech import apply_channel
+
+    x = _speechlike(SR, 3.0)
+    quiet = dict(level_db=0.0, reverb=0.0, eq_db=0.0, band_limit=0.0, room_tone_db=None, codec=0.0)
+    plain = apply_channel(x, np.random.default_rng(2), SR, SynthOptions(**quiet))
+    np.testing.assert_array_equal(plain, x)
+    opts = SynthOptions(**quiet, rumble=1.0, rumble_db=(-6.0, -6.0))
+    y = apply_channel(x, np.random.default_rng(2), SR, opts)
+    added = y - x
+    ratio_db = 20 * np.log10(np.sqrt(np.mean(added**2)) / dsp.active_rms(x, SR))
+    assert ratio_db == pytest.approx(-6.0, abs=0.01)
+    assert _low_share(added, 250) > 0.97 and _low_share(x, 100) < 0.01

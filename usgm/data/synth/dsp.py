@@ -64,16 +64,22 @@ def biquad(kind: str, f0: float, sr: int, q: float = 0.707, gain_db: float = 0.0
     return np.array([[*(v / den[0] for v in b), 1.0, den[1] / den[0], den[2] / den[0]]])
 
 
-def random_eq(x: np.ndarray, sr: int, rng: np.random.Generator, max_db: float) -> np.ndarray:
+def random_eq(
+    x: np.ndarray, sr: int, rng: np.random.Generator, max_db: float, highpass: float = 1.0
+) -> np.ndarray:
     """Mild random colouring: a gentle high-pass, low/high shelves and one peak within ±max_db.
 
     Stands in for different microphones and rooms. ``max_db == 0`` returns ``x`` unchanged.
+    ``highpass`` is the probability of the high-pass (drawn only when below 1, so that the
+    default draws stay as they were): without it the utterance keeps its lowest frequencies.
     """
     if max_db <= 0:
         return x
+    keep_low = highpass < 1 and rng.random() >= highpass
+    hp = biquad("highpass", rng.uniform(40, 130), sr, q=0.6)
     sos = np.concatenate(
         [
-            biquad("highpass", rng.uniform(40, 130), sr, q=0.6),
+            *([] if keep_low else [hp]),
             biquad("lowshelf", rng.uniform(150, 500), sr, gain_db=rng.uniform(-max_db, max_db)),
             biquad("highshelf", rng.uniform(1800, 3400), sr, gain_db=rng.uniform(-max_db, max_db)),
             biquad("peak", rng.uniform(400, 2500), sr, q=rng.uniform(0.7, 2.0),
@@ -105,6 +111,46 @@ def coloured_noise(rng: np.random.Generator, n: int, sr: int, slope_db: float) -
     y = np.fft.irfft(spec * shape, m)[:n]
     rms = np.sqrt(np.mean(y**2))
     return y / rms if rms > 0 else y
+
+
+def recording_rumble(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Low-frequency artifacts of one recording take, unit RMS.
+
+    Rumble (handling, wind, ventilation: white noise low-passed at 20–100 Hz, which also covers
+    slow drift), with probability 0.4 mains hum (50 or 60 Hz and three harmonics), and with
+    probability 0.5 offset steps (1–4 constant DC offsets, as where prompts recorded with
+    different offsets are joined). Real prompt sets and volunteer recordings carry such
+    content, and in a corpus it is part of the reference source.
+
+    Args:
+        rng: random generator.
+        n: length in samples.
+        sr: sample rate, Hz.
+
+    Returns:
+        (n,) float64 with unit RMS (zeros for ``n == 0``).
+    """
+    if n == 0:
+        return np.zeros(0)
+
+    def unit(y: np.ndarray) -> np.ndarray:
+        return y / (np.sqrt(np.mean(y**2)) + 1e-12)
+
+    sos = butter(2, rng.uniform(20, 100), btype="low", fs=sr, output="sos")
+    y = unit(sosfilt(sos, rng.standard_normal(n)))
+    if rng.random() < 0.4:
+        t = np.arange(n) / sr
+        f0 = rng.choice([50.0, 60.0]) * rng.uniform(0.995, 1.005)
+        hum = sum(
+            rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi))
+            for k in range(1, 5)
+        )
+        y = y + rng.uniform(0.5, 2.0) * unit(hum)
+    if rng.random() < 0.5:
+        cuts = np.sort(rng.integers(1, n, size=int(rng.integers(0, 4))))
+        steps = np.repeat(rng.standard_normal(len(cuts) + 1), np.diff([0, *cuts, n]))
+        y = y + rng.uniform(0.5, 3.0) * unit(steps)
+    return unit(y)
 
 
 def synthetic_rir(rng: np.random.Generator, sr: int, rt60: float, drr_db: float) -> np.ndarray:

@@ -66,7 +66,7 @@ def render_utterance(
 def apply_channel(
     x: np.ndarray, rng: np.random.Generator, sr: int, options: SynthOptions
 ) -> np.ndarray:
-    """Level changes, room, EQ, band limit, room tone and codec of one utterance (any source).
+    """Level changes, room, EQ, band limit, room tone, rumble and codec of one utterance.
 
     Args:
         x: (T,) speech at ``sr``.
@@ -84,12 +84,15 @@ def apply_channel(
             rng, sr, rt60=rng.uniform(*options.reverb_rt60), drr_db=rng.uniform(0, 15)
         )
         x = dsp.reverberate(x, rir)
-    x = dsp.random_eq(x, sr, rng, options.eq_db)
+    x = dsp.random_eq(x, sr, rng, options.eq_db, options.eq_highpass)
     if options.band_limit > 0 and rng.random() < options.band_limit:
         x = dsp.band_limit(x, sr, rng)
     if options.room_tone_db is not None:
         level = dsp.active_rms(x, sr) * 10 ** (rng.uniform(*options.room_tone_db) / 20)
         x = x + level * dsp.coloured_noise(rng, len(x), sr, slope_db=rng.uniform(2, 6))
+    if options.rumble > 0 and rng.random() < options.rumble:
+        level = dsp.active_rms(x, sr) * 10 ** (rng.uniform(*options.rumble_db) / 20)
+        x = x + level * dsp.recording_rumble(rng, len(x), sr)
     if options.codec > 0 and rng.random() < options.codec:
         x = dsp.codec_round_trip(x, sr, options.codecs[int(rng.integers(len(options.codecs)))])
     return x

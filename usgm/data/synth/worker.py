@@ -86,18 +86,28 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
         channel_seed = None
         if opts.shared_channel > 0 and rng.random() < opts.shared_channel:
             channel_seed = int(rng.integers(2**62))
+        self_pair = opts.self_pair > 0 and rng.random() < opts.self_pair
+        if self_pair and channel_seed is None:
+            channel_seed = int(rng.integers(2**62))
         group = None  # recording source of the first recorded person who has one
+        first = None  # the first recorded person, again in a self pair
+        speeds: list[float] = []
         for j, spk in enumerate(speakers):
             # Recorded people are drawn without replacement too: different people per mixture.
             free = [r for r in task.recorded if r not in speakers]
             if same_group and group is not None:
                 free = [r for r in free if recording_group(r.spk_id) == group] or free
+            if self_pair and first is not None:
+                free = [first]
             if free and opts.recorded_fraction > 0 and rng.random() < opts.recorded_fraction:
                 speakers[j] = free[int(rng.integers(len(free)))]
                 if group is None:
                     group = recording_group(speakers[j].spk_id)
+                if first is None:
+                    first = speakers[j]
                 target_s = rng.uniform(*opts.utterance_s)
-                speed = rng.uniform(*opts.recorded_speed)
+                speed = _speed_apart(rng, opts.recorded_speed, speeds if self_pair else [])
+                speeds.append(speed)
                 x = render_recorded(speakers[j], rng, sr, target_s, speed, opts.recorded_gap)
                 chain = rng if channel_seed is None else np.random.default_rng(channel_seed)
                 sources.append(apply_channel(x, chain, sr, opts))
@@ -119,6 +129,27 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
             _write_wav(out / kind / f"{mixture_id}.wav", data, sr)
         rows.append((index, mixture_id, n))
     return rows
+
+
+#: Smallest ratio between the speed factors of one person's sources in a self pair.
+SELF_PAIR_RATIO = 1.15
+
+
+def _speed_apart(rng: np.random.Generator, span: tuple[float, float], taken: list[float]) -> float:
+    """A speed factor from ``span``, a factor ``SELF_PAIR_RATIO`` from each of ``taken``.
+
+    Draws uniformly, as without self pairs, when ``taken`` is empty; when ``span`` leaves no
+    such factor after 32 tries it returns the try farthest (in log ratio) from the others.
+    """
+    best, best_gap = span[0], -1.0
+    for _ in range(32 if taken else 1):
+        speed = float(rng.uniform(*span))
+        gap = min((abs(np.log(speed / t)) for t in taken), default=np.inf)
+        if gap >= np.log(SELF_PAIR_RATIO):
+            return speed
+        if gap > best_gap:
+            best, best_gap = speed, gap
+    return best
 
 
 def _write_wav(path: Path, data: np.ndarray, sr: int) -> None:
