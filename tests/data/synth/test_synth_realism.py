@@ -183,7 +183,7 @@ def test_channel_rumble_adds_low_frequency_content_at_its_level() -> None:
 
     x = _speechlike(SR, 3.0)
     quiet = dict(level_db=0.0, reverb=0.0, eq_db=0.0, band_limit=0.0, room_tone_db=None, codec=0.0)
-    plain = apply_channel(x, np.random.default_rng(2), SR, SynthOptions(**quiet))
+    plain = apply_channel(x, np.random.default_rng(2), SR, SynthOptions(**quiet, rumble=0.0))
     np.testing.assert_array_equal(plain, x)
     opts = SynthOptions(**quiet, rumble=1.0, rumble_db=(-6.0, -6.0))
     y = apply_channel(x, np.random.default_rng(2), SR, opts)
