@@ -61,30 +61,35 @@ def test_where_the_recordings_come_from_does_not_make_data_stale(tmp_path: Path)
     assert read_info(root)["options"]["recorded_fraction"] == 0.0
 
 
-def test_a_corpus_from_an_older_voice_catalogue_is_rebuilt(tmp_path: Path) -> None:
+def _rewrite_done(root: Path, **changes) -> None:
+    """Make the corpus at ``root`` look as if an older generator had written it."""
     import json
 
+    (root / "DONE").write_text(json.dumps({**read_info(root), **changes}))
+
+
+def _options_without(root: Path, key: str) -> dict:
+    return {k: v for k, v in read_info(root)["options"].items() if k != key}
+
+
+def test_a_corpus_from_an_older_voice_catalogue_is_rebuilt(tmp_path: Path) -> None:
     root = tmp_path / "default_2mix"
     ensure_default_data(_data_cfg(root))
     info = read_info(root)
     assert info["recorded_speakers"] and info["recorded_catalogue"] == rec.catalogue_key()
-    (root / "DONE").write_text(json.dumps({**info, "recorded_catalogue": "older"}))
+    _rewrite_done(root, recorded_catalogue="older")
     ensure_default_data(_data_cfg(root))
     assert read_info(root)["recorded_catalogue"] == rec.catalogue_key()
 
 
 def test_a_corpus_from_before_an_option_existed_is_reused(tmp_path: Path) -> None:
-    import json
-
     from usgm.data.synth.options import ADDED_LATER
 
     root = tmp_path / "default_2mix"
     cfg = _data_cfg(root)
     cfg.generate.shared_channel = ADDED_LATER["shared_channel"]
     ensure_default_data(cfg)
-    info = read_info(root)
-    older = {k: v for k, v in info["options"].items() if k != "shared_channel"}
-    (root / "DONE").write_text(json.dumps({**info, "options": older}))
+    _rewrite_done(root, options=_options_without(root, "shared_channel"))
     stamp = (root / "DONE").stat().st_mtime_ns
     ensure_default_data(cfg)  # the value that reproduces the older output: nothing to rebuild
     assert (root / "DONE").stat().st_mtime_ns == stamp
@@ -94,12 +99,8 @@ def test_a_corpus_from_before_an_option_existed_is_reused(tmp_path: Path) -> Non
 
 
 def test_a_corpus_missing_an_option_of_unknown_history_is_rebuilt(tmp_path: Path) -> None:
-    import json
-
     root = tmp_path / "default_2mix"
     ensure_default_data(_data_cfg(root))
-    info = read_info(root)
-    older = {k: v for k, v in info["options"].items() if k != "codec"}
-    (root / "DONE").write_text(json.dumps({**info, "options": older}))
+    _rewrite_done(root, options=_options_without(root, "codec"))
     ensure_default_data(_data_cfg(root))
     assert "codec" in read_info(root)["options"]

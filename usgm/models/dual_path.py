@@ -23,6 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+#: Mask activations of :class:`DualPathMaskNet`: ``relu`` (SepFormer) or ``softmax`` across the
+#: C outputs (masks sum to one, so the masked latents add up to the input).
+MASK_ACTIVATIONS = ("relu", "softmax")
+
 
 class GlobalLayerNorm(nn.Module):
     """Global layer norm (= GroupNorm with one group) for channels-last tensors.
@@ -159,8 +163,10 @@ class DualPathMaskNet(nn.Module):
         super().__init__()
         if chunk_size < 2 or chunk_size % 2:
             raise ValueError(f"chunk_size must be an even integer ≥ 2, got {chunk_size}")
-        if activation not in ("relu", "softmax"):
-            raise ValueError(f"mask activation must be 'relu' or 'softmax', got {activation!r}")
+        if activation not in MASK_ACTIVATIONS:
+            raise ValueError(
+                f"mask activation must be one of {MASK_ACTIVATIONS}, got {activation!r}"
+            )
         self.activation = activation
         self.d_model = d_model
         self.n_outputs = n_outputs

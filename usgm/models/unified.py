@@ -22,7 +22,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from .blocks import BiLSTMBlock, TransformerStack
-from .dual_path import DualPathBlock, DualPathMaskNet
+from .dual_path import MASK_ACTIVATIONS, DualPathBlock, DualPathMaskNet
 from .encoder import Decoder, Encoder
 
 BACKBONES = ("sepformer", "dprnn")
@@ -45,9 +45,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "rnn_hidden": 256,
     "ss_mask": "relu",
 }
-#: SS mask activations: ``relu`` (SepFormer) or ``softmax`` over the speakers, which makes the
-#: separated latents a partition of the enhanced latent (mixture consistency, Wisdom et al. 2019).
-SS_MASKS = ("relu", "softmax")
+#: SS mask activations: ``softmax`` over the speakers makes the separated latents a partition of
+#: the enhanced latent (mixture consistency, Wisdom et al. 2019).
+SS_MASKS = MASK_ACTIVATIONS
 _DPRNN_SS_BLOCKS = 6
 _STAGE_KEYS = ("n_blocks", "n_intra", "n_inter")
 

@@ -76,7 +76,7 @@ def random_eq(
     if max_db <= 0:
         return x
     keep_low = highpass < 1 and rng.random() >= highpass
-    hp = biquad("highpass", rng.uniform(40, 130), sr, q=0.6)
+    hp = biquad("highpass", rng.uniform(40, 130), sr, q=0.6)  # drawn either way: same later draws
     sos = np.concatenate(
         [
             *([] if keep_low else [hp]),
