@@ -13,6 +13,11 @@
 #   bash benchmarks/gpu_transfer_run.sh 1      # device call 1
 #   bash benchmarks/gpu_transfer_run.sh 2      # device call 2 (same warm machine)
 #
+# The recorded speech: either the exact bank, carried in parts (benchmarks/bank_transport.py
+# pack --out .bank; BANK_PARTS="..." names the parts a call carries, and `gpu_transfer_run.sh
+# bank` stages parts ahead of stage 1, one call each), or the smaller lossy copy of
+# pack_recorded.py (REC_DIR=.rec), whose corpus differs from the default one (see there).
+#
 # The real-speech set is built beforehand on a machine with apt and carried (the device has no
 # internet/apt):  python benchmarks/real_speech_transfer.py --build-only --n-src 2
 # → data/real_speech/mix/real2mix_dev (~13 MB). Carry .whl/ and .rec/ (REC_DIR=.rec) in stage 1,
@@ -21,13 +26,14 @@
 # Environment: RUN (default /tmp/gpu_run), OUT (results; default $RUN/out), PYTHON (python3),
 # GPU_TRANSFER_TINY=1 (a CPU dry run of the same logic in seconds: tiny data and model),
 # GPU_TRANSFER_NO_INSTALL=1 (skip the wheel install), CALL_LIMIT (seconds per call, 600),
-# REC_DIR (packed recorded speech for a machine without apt), EXTRA_OVERRIDES (Hydra overrides
+# BANK_PARTS (bank parts carried by this call), REUSE_DATA=1 (stage 1 keeps $RUN/data from an earlier run), REC_DIR (packed recorded speech
+# for a machine without apt), EXTRA_OVERRIDES (Hydra overrides
 # for both stages), CURVE=1 (stage 2 also scores every kept epoch checkpoint: transfer over
 # training; pair with callbacks.model_checkpoint.save_top_k=-1), WHL_DIR (wheel folder to
 # install, default .whl; the device image has scipy, so a copy without it leaves room for a
 # larger .rec within the carry limit).
 set -euo pipefail
-STAGE=${1:?usage: gpu_transfer_run.sh 1|2}
+STAGE=${1:?usage: gpu_transfer_run.sh bank|1|2}
 T0=$(date +%s)
 RUN=${RUN:-/tmp/gpu_run}
 OUT=${OUT:-$RUN/out}
@@ -46,6 +52,15 @@ if [ -z "${GPU_TRANSFER_NO_INSTALL:-}" ] && [ -d "${WHL_DIR:-.whl}" ] && [ ! -f 
   touch /tmp/site/.usgm_installed
 fi
 export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+
+# The exact recorded-speech bank (benchmarks/bank_transport.py pack): its parts may come over
+# several calls (stage "bank" stages what one call carried); stage 1 installs the rest. With
+# the bank installed, leave REC_DIR unset: the corpus is then the default corpus of the VM.
+if [ -n "${BANK_PARTS:-}" ]; then
+  read -r -a PARTS <<<"$BANK_PARTS"
+  "$PY" benchmarks/bank_transport.py unpack "${PARTS[@]}"
+fi
+[ "$STAGE" = bank ] && exit 0
 
 DATA="$RUN/data/default_2mix"
 COMMON=(experiment=default_gpu "paths.log_dir=$RUN/logs" "data.root=$DATA")
@@ -68,7 +83,10 @@ fi
 hms() { printf '00:%02d:%02d:%02d' $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60)); }
 
 if [ "$STAGE" = 1 ]; then
-  rm -rf "$RUN/logs" "$RUN/data"
+  # REUSE_DATA=1 keeps the generated corpus of an earlier run on this machine (a second model
+  # variant on the same data; ensure_default_data still checks its DONE against the options).
+  rm -rf "$RUN/logs"
+  if [ -z "${REUSE_DATA:-}" ]; then rm -rf "$RUN/data"; fi
   nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null | tee "$OUT/gpu.txt" || true
   # Generate with the same options train.py would use (data.generate of the experiment).
   G0=$(date +%s)

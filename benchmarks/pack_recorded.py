@@ -5,8 +5,13 @@ The generator's recorded speech (:mod:`usgm.data.synth.recorded`) comes from eig
 re-encoded copy of the decoded 8 kHz bank instead: about 52 MB of Vorbis in the same folder layout
 (one sub-folder of clips per speaker ID), which ``recorded_dir`` /
 ``usgm-make-data --recorded-dir`` accept. Every file joins ``--join`` lines with 0.25 s pauses
-(one Vorbis header per file is ~4 kB). Lossy re-encoding of already-lossy clips: fine for training
-data, not a reference.
+(one Vorbis header per file is ~4 kB). `--quality` is libsndfile's compression level: 1.0 gives
+the smallest files and the lowest quality.
+
+Not the default data: the copy is about 16 dB SNR against the bank (at 1.0) and its utterances
+hold the 0.25 s joins, and the CPU model trained on a corpus from it scored about 0.25 dB lower
+on real speech (benchmarks/BENCHMARKS.md, "Session 7"). To reproduce the default corpus on
+another machine, move the bank itself with ``benchmarks/bank_transport.py`` (lossless, in parts).
 
     python benchmarks/pack_recorded.py --out .rec     # then carry .rec, use recorded_dir=.rec
 """
@@ -26,7 +31,12 @@ from usgm.data.synth.recorded import ensure_bank
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True, help="folder to write (the sound/ root)")
-    p.add_argument("--quality", type=float, default=0.9, help="Vorbis compression level 0..1")
+    p.add_argument(
+        "--quality",
+        type=float,
+        default=0.9,
+        help="libsndfile compression level 0..1 (1: smallest, lowest quality)",
+    )
     p.add_argument("--join", type=int, default=8, help="recorded lines per file")
     args = p.parse_args(argv)
     total = 0
