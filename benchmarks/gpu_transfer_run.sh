@@ -60,12 +60,12 @@ if [ -n "${BANK_PARTS:-}" ]; then
   read -r -a PARTS <<<"$BANK_PARTS"
   "$PY" benchmarks/bank_transport.py unpack "${PARTS[@]}"
 fi
-[ "$STAGE" = bank ] && exit 0
+if [ "$STAGE" = bank ]; then exit 0; fi
 
 DATA="$RUN/data/default_2mix"
 COMMON=(experiment=default_gpu "paths.log_dir=$RUN/logs" "data.root=$DATA")
-# The device has no apt: the recorded speech travels packed (benchmarks/pack_recorded.py → .rec;
-# carry it in stage 1). Where it lives does not change the data, so stage 2 needs no copy.
+# Or the lossy copy of the bank (benchmarks/pack_recorded.py → .rec; carry it in stage 1). Where
+# it lives does not change the data, so stage 2 needs no copy.
 [ -n "${REC_DIR:-}" ] && COMMON+=("data.generate.recorded_dir=$REC_DIR")
 # Extra Hydra overrides for both stages (space-separated), e.g. a data-recipe variant.
 read -r -a EXTRA <<<"${EXTRA_OVERRIDES:-}"
