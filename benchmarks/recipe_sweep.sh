@@ -7,7 +7,8 @@
 #
 #   bash benchmarks/recipe_sweep.sh               # on the device, carrying .whl and .rec
 #
-# .rec: the recorded-speech bank packed for a machine without apt (benchmarks/pack_recorded.py).
+# .rec: the recorded-speech bank packed for a machine without apt (benchmarks/pack_recorded.py;
+# lossy, so not quite the default corpus), or BANK_PARTS: the exact bank (bank_transport.py).
 # Environment: OUT (results), SWEEP (work dir, /tmp/sweep), RUNS (the run list, see below),
 # DEADLINE_S (stop training this many seconds after the start, 500).
 set -euo pipefail
@@ -21,8 +22,20 @@ if [ -z "${NO_INSTALL:-}" ] && [ -d "${WHL_DIR:-.whl}" ] && [ ! -f /tmp/site/.us
     --target /tmp/site "${WHL_DIR:-.whl}"/*.whl
   touch /tmp/site/.usgm_installed
 fi
-export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH} USGM_CACHE=$SWEEP/cache PYTHONUNBUFFERED=1
+export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 REC=${REC:-.rec}
+# The exact bank instead of the lossy .rec (benchmarks/bank_transport.py): BANK_PARTS names this
+# call's parts; parts staged by earlier calls (`gpu_transfer_run.sh bank` on the same warm
+# machine) wait in the default cache, which the sweep then uses too.
+if [ -z "${BANK_PARTS:-}" ]; then
+  export USGM_CACHE=$SWEEP/cache
+else
+  read -r -a PARTS <<<"$BANK_PARTS"
+  python3 benchmarks/bank_transport.py unpack "${PARTS[@]}"
+  REC=
+fi
+REC_ARGS=()
+if [ -n "$REC" ]; then REC_ARGS=("data.generate.recorded_dir=$REC"); fi
 # name:recorded_fraction:max_steps[:extra overrides separated by ,]; data.generate overrides
 # among the extras give the run its own corpus
 RUNS=${RUNS:-"r0:0:4100 r50:0.5:4100 r100:1.0:4100 r50p3:0.5:4100:model.scheduler.patience=3 r50long:0.5:14000 r100long:1.0:14000"}
@@ -58,7 +71,7 @@ for spec in $RUNS; do
   if [ -z "${DONE_DATA[$data]:-}" ]; then
     IFS=, read -r -a more <<<"$dargs"
     gen experiment=default "data.root=$data" "data.generate.recorded_fraction=$frac" \
-      "data.generate.recorded_dir=$REC" "${more[@]}"
+      "${REC_ARGS[@]}" "${more[@]}"
     DONE_DATA[$data]=1
   fi
 done
@@ -70,7 +83,7 @@ for spec in $RUNS; do
   IFS=, read -r -a more <<<"${extra:-}"
   python3 train.py experiment=default "trainer=$TRAINER" trainer.precision=32 "task_name=sweep_$name" \
     "paths.log_dir=$SWEEP/logs" "data.root=$(data_dir "$frac" "$(data_args "$extra")")" \
-    "data.generate.recorded_fraction=$frac" "data.generate.recorded_dir=$REC" \
+    "data.generate.recorded_fraction=$frac" "${REC_ARGS[@]}" \
     "trainer.max_steps=$steps" "trainer.max_time=00:00:$(printf %02d:%02d $((LEFT / 60)) $((LEFT % 60)))" \
     callbacks.audio_examples.n_examples=0 "${more[@]}" > "$SWEEP/$name.log" 2>&1 &
   pids+=($!)
