@@ -52,6 +52,9 @@ if [ -z "${GPU_TRANSFER_NO_INSTALL:-}" ] && [ -d "${WHL_DIR:-.whl}" ] && [ ! -f 
   touch /tmp/site/.usgm_installed
 fi
 export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+# /tmp outlives a call on a warm device machine (stage 2 finds stage 1's run there), so staged
+# bank parts and the decoded bank wait there for the next call.
+export USGM_CACHE=${USGM_CACHE:-/tmp/usgm_cache}
 
 # The exact recorded-speech bank (benchmarks/bank_transport.py pack): its parts may come over
 # several calls (stage "bank" stages what one call carried); stage 1 installs the rest. With

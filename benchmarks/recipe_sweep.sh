@@ -26,10 +26,11 @@ export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 REC=${REC:-.rec}
 # The exact bank instead of the lossy .rec (benchmarks/bank_transport.py): BANK_PARTS names this
 # call's parts; parts staged by earlier calls (`gpu_transfer_run.sh bank` on the same warm
-# machine) wait in the default cache, which the sweep then uses too.
+# machine) wait in its cache, /tmp/usgm_cache, which the sweep then uses too.
 if [ -z "${BANK_PARTS:-}" ]; then
   export USGM_CACHE=$SWEEP/cache
 else
+  export USGM_CACHE=${USGM_CACHE:-/tmp/usgm_cache}
   read -r -a PARTS <<<"$BANK_PARTS"
   python3 benchmarks/bank_transport.py unpack "${PARTS[@]}"
   REC=
