@@ -26,10 +26,11 @@
 # Environment: RUN (default /tmp/gpu_run), OUT (results; default $RUN/out), PYTHON (python3),
 # GPU_TRANSFER_TINY=1 (a CPU dry run of the same logic in seconds: tiny data and model),
 # GPU_TRANSFER_NO_INSTALL=1 (skip the wheel install), CALL_LIMIT (seconds per call, 600),
-# BANK_PARTS (bank parts carried by this call), REUSE_DATA=1 (stage 1 keeps $RUN/data from an earlier run), REC_DIR (packed recorded speech
-# for a machine without apt), EXTRA_OVERRIDES (Hydra overrides
-# for both stages), CURVE=1 (stage 2 also scores every kept epoch checkpoint: transfer over
-# training; pair with callbacks.model_checkpoint.save_top_k=-1), WHL_DIR (wheel folder to
+# BANK_PARTS (bank parts carried by this call), REUSE_DATA=1 (stage 1 keeps $RUN/data from an
+# earlier run), REC_DIR (packed recorded speech for a machine without apt), USGM_CACHE (default
+# /tmp/usgm_cache), EXTRA_OVERRIDES (Hydra overrides for both stages), CURVE=1 (stage 2 also
+# scores every kept epoch checkpoint: transfer over training; pair with
+# callbacks.model_checkpoint.save_top_k=-1), WHL_DIR (wheel folder to
 # install, default .whl; the device image has scipy, so a copy without it leaves room for a
 # larger .rec within the carry limit).
 set -euo pipefail

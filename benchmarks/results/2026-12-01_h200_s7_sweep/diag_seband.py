@@ -2,22 +2,11 @@
 outputs: softmax SS masks) against the noisy input's, per frequency band, real vs synthetic.
 usage: python diag_seband.py CKPT [SYNTH_ROOT]
 """
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
 
-spec = importlib.util.spec_from_file_location("rst", "benchmarks/real_speech_transfer.py")
-rst = importlib.util.module_from_spec(spec)
-sys.modules["rst"] = rst
-spec.loader.exec_module(rst)
-from usgm import load_model  # noqa: E402
+from _diag import model, sets
 
-torch.set_num_threads(2)
-model, _ = load_model(sys.argv[1])
-model.eval()
 EDGES = [0, 100, 300, 700, 1500, 2500, 3200, 4001]
 
 
@@ -25,13 +14,6 @@ def band_energy(x):
     S = np.abs(np.fft.rfft(x)) ** 2
     f = np.fft.rfftfreq(len(x), 1 / 8000)
     return np.array([S[(f >= a) & (f < b)].sum() for a, b in zip(EDGES[:-1], EDGES[1:])])
-
-
-def sets():
-    items = rst.load_set(Path("data/real_speech/mix/real2mix_dev"))
-    yield "real", rst.mixtures_from_set(items)
-    root = Path(sys.argv[2] if len(sys.argv) > 2 else "data/default_2mix")
-    yield "synth", list(rst.synthetic_mixtures(root, 2, 100))
 
 
 print("bands (Hz)", EDGES)

@@ -5,23 +5,12 @@ PIT per window (local separation, speaker tracking forgiven); and the model run 
 window of the input on its own. Real set vs synthetic test.
 usage: python diag_window.py CKPT [SYNTH_ROOT]
 """
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
 
-spec = importlib.util.spec_from_file_location("rst", "benchmarks/real_speech_transfer.py")
-rst = importlib.util.module_from_spec(spec)
-sys.modules["rst"] = rst
-spec.loader.exec_module(rst)
-from usgm import load_model  # noqa: E402
-from usgm.losses import pit_si_snr, si_snr  # noqa: E402
+from _diag import model, sets
+from usgm.losses import pit_si_snr, si_snr
 
-torch.set_num_threads(2)
-model, _ = load_model(sys.argv[1])
-model.eval()
 W = 8000
 
 
@@ -34,13 +23,6 @@ def win_score(est, ref, mix):
         best, _ = pit_si_snr(est[..., a : a + W], r)
         vals.append(float(best - si_snr(mix[..., a : a + W].expand_as(r), r).mean(-1)))
     return vals
-
-
-def sets():
-    items = rst.load_set(Path("data/real_speech/mix/real2mix_dev"))
-    yield "real", rst.mixtures_from_set(items)
-    root = Path(sys.argv[2] if len(sys.argv) > 2 else "data/default_2mix")
-    yield "synth", list(rst.synthetic_mixtures(root, 2, 100))
 
 
 for name, mixes in sets():
