@@ -13,6 +13,11 @@
 #   bash benchmarks/gpu_transfer_run.sh 1      # device call 1
 #   bash benchmarks/gpu_transfer_run.sh 2      # device call 2 (same warm machine)
 #
+# Longer runs (TOTAL_TRAIN_S above what two calls hold, e.g. 1200 for a 20-minute curve):
+# between 1 and 2, `gpu_transfer_run.sh resume` continues training for what is left of one
+# more call, up to TOTAL_TRAIN_S; $RUN/trained_s.txt keeps the running total (Lightning's Timer
+# restores the elapsed time from the checkpoint, so each call's max_time is that total).
+#
 # The recorded speech: either the exact bank, carried in parts (benchmarks/bank_transport.py
 # pack --out .bank; BANK_PARTS="..." names the parts a call carries, and `gpu_transfer_run.sh
 # bank` stages parts ahead of stage 1, one call each), or the smaller lossy copy of
@@ -26,15 +31,16 @@
 # Environment: RUN (default /tmp/gpu_run), OUT (results; default $RUN/out), PYTHON (python3),
 # GPU_TRANSFER_TINY=1 (a CPU dry run of the same logic in seconds: tiny data and model),
 # GPU_TRANSFER_NO_INSTALL=1 (skip the wheel install), CALL_LIMIT (seconds per call, 600),
-# BANK_PARTS (bank parts carried by this call), REUSE_DATA=1 (stage 1 keeps $RUN/data from an
-# earlier run), REC_DIR (packed recorded speech for a machine without apt), USGM_CACHE (default
+# BANK_PARTS (bank parts carried by this call), TOTAL_TRAIN_S (training seconds in all, 600),
+# REUSE_DATA=1 (stage 1 keeps $RUN/data from an earlier run; that run's logs move to
+# $RUN/logs.<time>), REC_DIR (packed recorded speech for a machine without apt), USGM_CACHE (default
 # /tmp/usgm_cache), EXTRA_OVERRIDES (Hydra overrides for both stages), CURVE=1 (stage 2 also
 # scores every kept epoch checkpoint: transfer over training; pair with
-# callbacks.model_checkpoint.save_top_k=-1), WHL_DIR (wheel folder to
+# callbacks.model_checkpoint.save_top_k=-1; CURVE_EVERY=N scores every N-th epoch only), WHL_DIR (wheel folder to
 # install, default .whl; the device image has scipy, so a copy without it leaves room for a
 # larger .rec within the carry limit).
 set -euo pipefail
-STAGE=${1:?usage: gpu_transfer_run.sh bank|1|2}
+STAGE=${1:?usage: gpu_transfer_run.sh bank|1|resume|2}
 T0=$(date +%s)
 RUN=${RUN:-/tmp/gpu_run}
 OUT=${OUT:-$RUN/out}
@@ -89,8 +95,12 @@ hms() { printf '00:%02d:%02d:%02d' $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60
 if [ "$STAGE" = 1 ]; then
   # REUSE_DATA=1 keeps the generated corpus of an earlier run on this machine (a second model
   # variant on the same data; ensure_default_data still checks its DONE against the options).
-  rm -rf "$RUN/logs"
-  if [ -z "${REUSE_DATA:-}" ]; then rm -rf "$RUN/data"; fi
+  if [ -z "${REUSE_DATA:-}" ]; then
+    rm -rf "$RUN/data" "$RUN/logs"
+  elif [ -d "$RUN/logs" ]; then
+    mv "$RUN/logs" "$RUN/logs.$(date +%s)"  # the earlier variant's checkpoints stay scoreable
+  fi
+  rm -f "$RUN/trained_s.txt"
   nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null | tee "$OUT/gpu.txt" || true
   # Generate with the same options train.py would use (data.generate of the experiment).
   G0=$(date +%s)
@@ -115,8 +125,21 @@ PYEOF
   "$PY" train.py "${COMMON[@]}" "trainer.max_time=$(hms "$LEFT")" test=false
   LAST=$(ls -t "$RUN"/logs/default_gpu/runs/*/checkpoints/last.ckpt | head -1)
   echo "$LAST" > "$RUN/last_ckpt.txt"
+  echo "$LEFT" > "$RUN/trained_s.txt"
   cp "$(dirname "$(dirname "$LAST")")/results.json" "$OUT/results_stage1.json" || true
   echo "[gpu-transfer] stage 1 done in $(($(date +%s) - T0)) s; checkpoint $LAST"
+elif [ "$STAGE" = resume ]; then
+  LAST=$(cat "$RUN/last_ckpt.txt")
+  DONE_S=$(cat "$RUN/trained_s.txt")
+  TARGET=$((DONE_S + CALL_LIMIT - ($(date +%s) - T0) - ${MARGIN_S:-75}))
+  [ "$TARGET" -gt "$TOTAL_TRAIN_S" ] && TARGET=$TOTAL_TRAIN_S
+  echo "[gpu-transfer] resuming $LAST from ${DONE_S} s to $TARGET s of training"
+  "$PY" train.py "${COMMON[@]}" "trainer.max_time=$(hms "$TARGET")" "ckpt_path=$LAST" test=false
+  LAST=$(ls -t "$RUN"/logs/default_gpu/runs/*/checkpoints/last.ckpt | head -1)
+  echo "$LAST" > "$RUN/last_ckpt.txt"
+  echo "$TARGET" > "$RUN/trained_s.txt"
+  cp "$(dirname "$(dirname "$LAST")")/results.json" "$OUT/results_resume_$TARGET.json" || true
+  echo "[gpu-transfer] resume done in $(($(date +%s) - T0)) s; $TARGET s trained; checkpoint $LAST"
 elif [ "$STAGE" = 2 ]; then
   LAST=$(cat "$RUN/last_ckpt.txt")
   echo "[gpu-transfer] resuming $LAST until $(hms "$TOTAL_TRAIN_S") of training"
@@ -126,9 +149,12 @@ elif [ "$STAGE" = 2 ]; then
     test=false
   RES=$(ls -t "$RUN"/logs/default_gpu/runs/*/results.json | head -1)
   cp "$RES" "$OUT/results_train.json"
+  # One archive for the metrics CSVs of every call: a device call returns at most 8 files.
+  rm -rf "$RUN/csv_export" && mkdir -p "$RUN/csv_export"
   for d in "$RUN"/logs/default_gpu/runs/*/; do
-    cp -r "$d/csv" "$OUT/csv_$(basename "$d")" 2>/dev/null || true
+    cp -r "$d/csv" "$RUN/csv_export/csv_$(basename "$d")" 2>/dev/null || true
   done
+  tar czf "$OUT/csv.tgz" -C "$RUN/csv_export" .
   # Best checkpoint of both calls by validation SI-SNRi (the number in its file name).
   BEST=$("$PY" - "$RUN"/logs/default_gpu/runs/*/checkpoints/epoch*.ckpt <<'PYEOF'
 import re, sys
@@ -149,18 +175,29 @@ PYEOF
   score_real "$BEST" "$OUT/real_speech_transfer.json"
   if [ -n "${CURVE:-}" ]; then
     # Transfer over training: every kept epoch checkpoint (EXTRA_OVERRIDES with
-    # callbacks.model_checkpoint.save_top_k=-1) scored on both sets → $OUT/curve/.
-    mkdir -p "$OUT/curve"
+    # callbacks.model_checkpoint.save_top_k=-1) scored on both sets → $OUT/curve.tgz.
+    rm -rf "$RUN/curve" && mkdir -p "$RUN/curve"
     shopt -s nullglob
     for ck in "$RUN"/logs/default_gpu/runs/*/checkpoints/epoch*.ckpt; do
-      dest="$OUT/curve/$(basename "$ck" .ckpt).json"
+      ep=$(basename "$ck" | sed -E 's/^epoch0*([0-9]+).*/\1/')
+      [ $((ep % ${CURVE_EVERY:-1})) -eq 0 ] || [ "$ck" = "$BEST" ] || continue
+      dest="$RUN/curve/$(basename "$ck" .ckpt).json"
       if [ "$ck" = "$BEST" ]; then cp "$OUT/real_speech_transfer.json" "$dest"; continue; fi
-      score_real "$ck" "$dest" | tail -3
+      score_real "$ck" "$dest" | tail -1
     done
     shopt -u nullglob
+    tar czf "$OUT/curve.tgz" -C "$RUN/curve" .
+    "$PY" - "$RUN"/curve/*.json <<'PYEOF'
+import json, sys
+print("[gpu-transfer] curve: checkpoint, real SI-SNRi, synthetic SI-SNRi, ratio")
+for p in sys.argv[1:]:
+    d = json.load(open(p))
+    r, s = d["real"]["2spk"]["si_snri"], d["synthetic"]["si_snri"]
+    print(f"  {p.rsplit('/', 1)[-1][:-5]:32s} {r:+6.2f} {s:+6.2f} {r / s if s else float('nan'):5.2f}")
+PYEOF
   fi
   echo "[gpu-transfer] stage 2 done in $(($(date +%s) - T0)) s"
 else
-  echo "usage: gpu_transfer_run.sh 1|2" >&2
+  echo "usage: gpu_transfer_run.sh bank|1|resume|2" >&2
   exit 2
 fi

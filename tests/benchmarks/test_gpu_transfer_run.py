@@ -1,0 +1,97 @@
+"""benchmarks/gpu_transfer_run.sh: the device-call stages, dry-run on the CPU (tiny data and model).
+
+Stage 1 trains for what is left of its call, ``resume`` continues for one more call's worth up to
+TOTAL_TRAIN_S, stage 2 finishes and scores; the running total lives in ``trained_s.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "gpu_transfer_run.sh"
+SR = 8000
+
+
+def _stand_in_prompts(root: Path) -> Path:
+    """Four stand-in "speakers" of harmonic tones under the dev set's speaker keys."""
+    rng = np.random.default_rng(0)
+    for i, key in enumerate(["allison", "june", "carlo", "ru"]):
+        d = root / key
+        d.mkdir(parents=True)
+        for k in range(8):
+            t = np.arange(int(rng.uniform(0.4, 0.9) * SR)) / SR
+            x = sum(
+                np.sin(2 * np.pi * (100 + 40 * i) * j * t + rng.uniform(0, 6)) / j
+                for j in range(1, 8)
+            )
+            sf.write(d / f"p{k}.wav", (0.07 * x).astype(np.float32), SR, subtype="PCM_16")
+    return root
+
+
+def _stage(stage: str, env: dict[str, str], call_limit: int) -> str:
+    # Every device call starts with an empty $OUT of its own.
+    out = Path(env["RUN"]) / f"out_{stage}"
+    r = subprocess.run(
+        ["bash", str(SCRIPT), stage],
+        cwd=ROOT,
+        env={**env, "CALL_LIMIT": str(call_limit), "OUT": str(out)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, f"stage {stage} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="bash script for the Linux device machine")
+def test_stages_one_resume_two_train_the_total_and_score(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    env = {
+        **os.environ,
+        "GPU_TRANSFER_TINY": "1",
+        "GPU_TRANSFER_NO_INSTALL": "1",
+        "PYTHON": sys.executable,
+        "RUN": str(run),
+        "SPEECH_DIR": str(_stand_in_prompts(tmp_path / "speech")),
+        "USGM_CACHE": str(tmp_path / "cache"),
+        "TOTAL_TRAIN_S": "24",
+        "MARGIN_S": "0",
+        "CURVE": "1",
+        "CURVE_EVERY": "1000",
+        # eSpeak speakers only: no recorded-speech bank on a CI machine.
+        "EXTRA_OVERRIDES": "data.generate.recorded_fraction=0",
+    }
+    # A call limit below what stage 1 already spent: it trains the 10 s minimum.
+    _stage("1", env, call_limit=1)
+    assert (run / "trained_s.txt").read_text().strip() == "10"
+    first = (run / "last_ckpt.txt").read_text().strip()
+
+    out = _stage("resume", env, call_limit=8)
+    total = int((run / "trained_s.txt").read_text())
+    assert total in (17, 18)  # 10 + what is left of an 8 s call (its start-up may take 1 s)
+    assert f"from 10 s to {total} s of training" in out
+    assert (run / "last_ckpt.txt").read_text().strip() != first
+
+    out = _stage("2", env, call_limit=600)
+    assert "until 00:00:00:24 of training" in out
+    outdir = run / "out_2"
+    back = [p for p in outdir.rglob("*") if p.is_file()]
+    assert len(back) <= 8, f"a device call returns at most 8 files: {sorted(p.name for p in back)}"
+    res = json.loads((outdir / "real_speech_transfer.json").read_text())
+    assert res["real"]["2spk"]["n"] > 0 and np.isfinite(res["real_over_synthetic"])
+    with tarfile.open(outdir / "csv.tgz") as tar:
+        runs = {Path(n).parts[-2] for n in tar.getnames() if n.endswith("metrics.csv")}
+    assert len(runs) == 3  # stage 1, resume, stage 2: one run directory each
+    with tarfile.open(outdir / "curve.tgz") as tar:
+        assert any(n.endswith(".json") for n in tar.getnames())
+    assert "curve: checkpoint, real SI-SNRi" in out
