@@ -399,35 +399,87 @@ def synthetic_mixtures(root: Path, n_src: int, limit: int | None):
 # --------------------------------------------------------------------------------------------
 # Scoring
 # --------------------------------------------------------------------------------------------
+OVERLAP_BANDS = ((0.0, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.0))
+
+
+def overlap_fraction(
+    srcs: np.ndarray, sr: int = 8000, frame_s: float = 0.02, rel_db: float = -30.0
+) -> float:
+    """Fraction of 20 ms frames in which every source is active.
+
+    A frame is active for a source when its RMS is within ``rel_db`` of that source's loudest
+    frame (a plain energy VAD: the references are clean, so no noise model is needed).
+
+    Args:
+        srcs: ``(n_src, time)`` clean sources of one mixture.
+    """
+    n = int(sr * frame_s)
+    k = srcs.shape[-1] // n
+    if k == 0:
+        return 0.0
+    rms = np.sqrt((srcs[:, : k * n].reshape(srcs.shape[0], k, n) ** 2).mean(-1) + 1e-12)
+    act = rms > rms.max(-1, keepdims=True) * 10 ** (rel_db / 20)
+    return float(act.all(0).mean())
+
+
+def by_overlap(per_mixture: dict[str, float], overlap: dict[str, float]) -> dict[str, Any]:
+    """SI-SNRi per band of overlap (:data:`OVERLAP_BANDS`), the mean overlap, and the
+    correlation between overlap and SI-SNRi over the mixtures."""
+    ids = list(per_mixture)
+    o = np.array([overlap[u] for u in ids])
+    v = np.array([per_mixture[u] for u in ids])
+    bands = {}
+    for lo, hi in OVERLAP_BANDS:
+        m = (o >= lo) & ((o < hi) | (hi == 1.0))
+        if m.any():
+            bands[f"{lo:.1f}-{hi:.1f}"] = _stats(v[m].tolist())
+    corr = float(np.corrcoef(o, v)[0, 1]) if len(ids) > 2 and o.std() > 0 else float("nan")
+    return {"overlap_mean": float(o.mean()), "overlap_corr": corr, "by_overlap": bands}
+
+
 def score(model, mixtures, device: str = "cpu") -> dict[str, Any]:
     """Mean SI-SNR / SI-SNRi (utterance-level PIT, THE usgm SI-SNR) over ``mixtures``.
 
     Also scores perfect denoising alone: every output the exact clean mixture (sum of the
     sources). A model below that line removes the noise but harms the speech more than it
-    separates it.
+    separates it. And the model's own denoising, from the sum of its outputs (with softmax SS
+    masks exactly its decoded SE estimate): ``own_denoise_si_snri`` puts that sum in every
+    output, ``se_gain_db`` is how much closer the sum is to the clean mixture than the input
+    is (SI-SNR against the clean mixture), and ``split_gain_db`` = ``si_snri`` −
+    ``own_denoise_si_snri`` is what the split adds beyond the model's own denoising.
 
     Returns:
-        Means, ``si_snri_stats`` (mean/std/95 % CI), ``denoise_only_si_snri`` and
-        ``per_mixture`` (mixture ID → SI-SNRi, dB).
+        Means, ``si_snri_stats`` (mean/std/95 % CI), ``denoise_only_si_snri``, the three
+        own-denoising numbers, SI-SNRi by how much the sources overlap (:func:`by_overlap`)
+        and ``per_mixture`` (mixture ID → SI-SNRi, dB).
     """
     import torch
 
     from usgm.losses import pit_si_snr, si_snr
 
-    sisnr, sisnri, base, denoise, ids = [], [], [], [], []
+    sisnr, sisnri, base, denoise, own, se_gain, ids = [], [], [], [], [], [], []
+    overlap: dict[str, float] = {}
     with torch.inference_mode():
         for uid, mix, srcs in mixtures:
             m = torch.from_numpy(mix).to(device)[None]
             ref = torch.from_numpy(srcs).to(device)[None]
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device != "cpu"):
                 est = model(m).est
-            best, _ = pit_si_snr(est.float(), ref)
+            est = est.float()
+            best, _ = pit_si_snr(est, ref)
             b = si_snr(m.expand_as(ref), ref).mean(-1)
-            clean = si_snr(ref.sum(1, keepdim=True).expand_as(ref), ref).mean(-1)
+            clean_mix = ref.sum(1, keepdim=True)
+            clean = si_snr(clean_mix.expand_as(ref), ref).mean(-1)
+            est_mix = est.sum(1, keepdim=True)
+            own_db = si_snr(est_mix.expand_as(ref), ref).mean(-1)
+            gain = si_snr(est_mix, clean_mix) - si_snr(m[:, None], clean_mix)
             sisnr.append(float(best))
             base.append(float(b))
             sisnri.append(float(best - b))
             denoise.append(float(clean - b))
+            own.append(float(own_db - b))
+            se_gain.append(float(gain.mean()))
+            overlap[uid] = overlap_fraction(np.asarray(srcs))
             ids.append(uid)
     n = len(sisnri)
     if not n:
@@ -440,6 +492,10 @@ def score(model, mixtures, device: str = "cpu") -> dict[str, Any]:
         "input_si_snr": float(np.mean(base)),
         "si_snri_stats": _stats(sisnri),
         "denoise_only_si_snri": float(np.mean(denoise)),
+        "own_denoise_si_snri": float(np.mean(own)),
+        "se_gain_db": float(np.mean(se_gain)),
+        "split_gain_db": float(np.mean(sisnri) - np.mean(own)),
+        **by_overlap(dict(zip(ids, sisnri, strict=True)), overlap),
         "per_mixture": {u: round(v, 3) for u, v in zip(ids, sisnri, strict=True)},
     }
 
@@ -611,7 +667,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [f"model {result['model']} ({result['n_src']} speakers)"]
     lines.append(
         f"{'set':<28s} {'n':>5s} {'input SI-SNR':>13s} {'SI-SNR':>8s} {'SI-SNRi':>8s} "
-        f"{'denoise only':>13s}"
+        f"{'denoise only':>13s} {'own denoise':>12s} {'SE gain':>8s}"
     )
     rows = [(f"real {k} ({v.get('split', '')})", v) for k, v in result["real"].items()]
     if result["synthetic"]:
@@ -622,8 +678,16 @@ def format_table(result: dict[str, Any]) -> str:
             continue
         lines.append(
             f"{name:<28s} {v['n']:5d} {v['input_si_snr']:13.2f} {v['si_snr']:8.2f} "
-            f"{v['si_snri']:8.2f} {v.get('denoise_only_si_snri', float('nan')):13.2f}"
+            f"{v['si_snri']:8.2f} {v.get('denoise_only_si_snri', float('nan')):13.2f} "
+            f"{v.get('own_denoise_si_snri', float('nan')):12.2f} "
+            f"{v.get('se_gain_db', float('nan')):8.2f}"
         )
+        if v.get("by_overlap"):
+            parts = [f"{k} {s['mean']:+.2f} (n={s['n']})" for k, s in v["by_overlap"].items()]
+            lines.append(
+                f"    overlap  mean {v['overlap_mean']:.2f}, corr {v['overlap_corr']:+.2f}: "
+                + ", ".join(parts)
+            )
         for group in ("by_sexes", "by_speaker"):
             if v.get(group):
                 parts = [f"{k} {s['mean']:+.2f} (n={s['n']})" for k, s in v[group].items()]

@@ -180,6 +180,40 @@ def test_denoise_only_reference_matches_a_direct_computation(rst) -> None:
     assert res["si_snri"] == pytest.approx(0.0, abs=1e-4)
     assert res["denoise_only_si_snri"] == pytest.approx(want, abs=1e-3)
     assert res["per_mixture"] == {"m0": pytest.approx(0.0, abs=1e-3)}
+    # Its outputs sum to twice the mixture: own denoising scores like the input, gains nothing.
+    assert res["own_denoise_si_snri"] == pytest.approx(0.0, abs=1e-3)
+    assert res["se_gain_db"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_own_denoising_is_scored_from_the_sum_of_the_outputs(rst) -> None:
+    """A model that leaves a little noise and splits wrongly: each number against numpy."""
+    rng = np.random.default_rng(2)
+    srcs = rng.standard_normal((2, 4000)).astype(np.float32)
+    noise = 0.5 * rng.standard_normal(4000).astype(np.float32)
+    mix = srcs.sum(0) + noise
+    clean = srcs.sum(0)
+    wrong = np.stack([0.7 * srcs[0] + 0.3 * srcs[1], 0.3 * srcs[0] + 0.7 * srcs[1]]) + 0.1 * noise
+    est_sum = wrong.sum(0)  # clean mixture + 0.2 x the noise
+
+    class Fixed(torch.nn.Module):
+        def forward(self, m):
+            return type("Out", (), {"est": torch.from_numpy(wrong.astype(np.float32))[None]})()
+
+    def si_snr(est, ref):
+        ref = ref - ref.mean()
+        est = est - est.mean()
+        t = (est @ ref) / (ref @ ref) * ref
+        return 10 * np.log10((t @ t) / ((est - t) @ (est - t)))
+
+    res = rst.score(Fixed(), [("m0", mix, srcs)])
+    base = np.mean([si_snr(mix, s) for s in srcs])
+    sep = np.mean([si_snr(wrong[i], srcs[i]) for i in range(2)]) - base
+    own = np.mean([si_snr(est_sum, s) for s in srcs]) - base
+    assert res["si_snri"] == pytest.approx(sep, abs=1e-3)
+    assert res["own_denoise_si_snri"] == pytest.approx(own, abs=1e-3)
+    assert res["own_denoise_si_snri"] < res["denoise_only_si_snri"]
+    assert res["se_gain_db"] == pytest.approx(si_snr(est_sum, clean) - si_snr(mix, clean), abs=1e-3)
+    assert res["split_gain_db"] == pytest.approx(sep - own, abs=1e-3)
 
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
@@ -202,3 +236,27 @@ def test_downloaded_packages_unpack_into_a_fresh_cache(rst, tmp_path) -> None:
     got = pkgs / "asterisk-core-sounds-en-wav/usr/share/asterisk/sounds/en/hello.wav"
     assert sf.info(got).frames == 800
     assert not list(pkgs.glob("*.partial"))
+
+
+def test_overlap_fraction_counts_frames_where_both_talk(rst) -> None:
+    rng = np.random.default_rng(3)
+    n = 100 * 160  # 100 frames of 20 ms
+    s1, s2 = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    s1[: 60 * 160] = rng.standard_normal(60 * 160)  # frames 0-59
+    s2[40 * 160 :] = 0.01 * rng.standard_normal(60 * 160)  # frames 40-99, 40 dB quieter
+    s1[60 * 160 :] = 1e-3 * rng.standard_normal(40 * 160)  # a floor 60 dB down: silent
+    assert rst.overlap_fraction(np.stack([s1, s2])) == pytest.approx(0.2)
+    assert rst.overlap_fraction(np.stack([s1, s1])) == pytest.approx(0.6)
+
+
+def test_by_overlap_bands_and_correlation(rst) -> None:
+    per = {"a": 3.0, "b": 2.0, "c": 0.0, "d": -1.0}
+    ov = {"a": 0.2, "b": 0.6, "c": 0.8, "d": 1.0}
+    out = rst.by_overlap(per, ov)
+    assert {k: (s["mean"], s["n"]) for k, s in out["by_overlap"].items()} == {
+        "0.0-0.5": (3.0, 1), "0.5-0.7": (2.0, 1), "0.7-0.9": (0.0, 1), "0.9-1.0": (-1.0, 1),
+    }  # fmt: skip
+    assert out["overlap_mean"] == pytest.approx(0.65)
+    assert out["overlap_corr"] == pytest.approx(
+        np.corrcoef([0.2, 0.6, 0.8, 1.0], [3, 2, 0, -1])[0, 1]
+    )
