@@ -142,6 +142,11 @@ elif [ "$STAGE" = resume ]; then
   echo "[gpu-transfer] resume done in $(($(date +%s) - T0)) s; $TARGET s trained; checkpoint $LAST"
 elif [ "$STAGE" = 2 ]; then
   LAST=$(cat "$RUN/last_ckpt.txt")
+  DONE_S=$(cat "$RUN/trained_s.txt" 2>/dev/null || echo 0)
+  if [ $((TOTAL_TRAIN_S - DONE_S)) -gt $((CALL_LIMIT - 150)) ]; then
+    echo "[gpu-transfer] warning: $((TOTAL_TRAIN_S - DONE_S)) s of training left; with the" \
+         "scoring that may not fit one call: run 'gpu_transfer_run.sh resume' first" >&2
+  fi
   echo "[gpu-transfer] resuming $LAST until $(hms "$TOTAL_TRAIN_S") of training"
   # test=false: the transfer script below scores the synthetic test split with the same SI-SNR
   # (a resumed run's restored "best" path can point at a checkpoint that no longer exists).

@@ -442,9 +442,10 @@ def score(model, mixtures, device: str = "cpu") -> dict[str, Any]:
 
     Also scores perfect denoising alone: every output the exact clean mixture (sum of the
     sources). A model below that line removes the noise but harms the speech more than it
-    separates it. And the model's own denoising, from the sum of its outputs (with softmax SS
-    masks exactly its decoded SE estimate): ``own_denoise_si_snri`` puts that sum in every
-    output, ``se_gain_db`` is how much closer the sum is to the clean mixture than the input
+    separates it. And the model's own denoising, from the sum of its outputs, each first
+    given the sign of its PIT-assigned reference (SI-SNR is blind to the sign, and a model may
+    learn to flip one output; with softmax SS masks and no flip the sum is the decoded SE
+    estimate): ``own_denoise_si_snri`` puts that sum in every output, ``se_gain_db`` is how much closer the sum is to the clean mixture than the input
     is (SI-SNR against the clean mixture), and ``split_gain_db`` = ``si_snri`` −
     ``own_denoise_si_snri`` is what the split adds beyond the model's own denoising.
 
@@ -466,11 +467,15 @@ def score(model, mixtures, device: str = "cpu") -> dict[str, Any]:
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device != "cpu"):
                 est = model(m).est
             est = est.float()
-            best, _ = pit_si_snr(est, ref)
+            best, perm = pit_si_snr(est, ref)
             b = si_snr(m.expand_as(ref), ref).mean(-1)
             clean_mix = ref.sum(1, keepdim=True)
             clean = si_snr(clean_mix.expand_as(ref), ref).mean(-1)
-            est_mix = est.sum(1, keepdim=True)
+            # SI-SNR ignores an output's sign, and models do learn flipped outputs: align each
+            # to its PIT-assigned reference before adding them up.
+            aligned = est.gather(1, perm[..., None].expand_as(est))
+            flipped = (aligned * ref).sum(-1, keepdim=True) < 0
+            est_mix = torch.where(flipped, -aligned, aligned).sum(1, keepdim=True)
             own_db = si_snr(est_mix.expand_as(ref), ref).mean(-1)
             gain = si_snr(est_mix, clean_mix) - si_snr(m[:, None], clean_mix)
             sisnr.append(float(best))

@@ -215,6 +215,14 @@ def test_own_denoising_is_scored_from_the_sum_of_the_outputs(rst) -> None:
     assert res["se_gain_db"] == pytest.approx(si_snr(est_sum, clean) - si_snr(mix, clean), abs=1e-3)
     assert res["split_gain_db"] == pytest.approx(sep - own, abs=1e-3)
 
+    # One output sign-flipped: SI-SNR (and so SI-SNRi) cannot tell; the own-denoising sum must
+    # not be fooled either (the plain sum would cancel the sources).
+    wrong[1] *= -1
+    flipped = rst.score(Fixed(), [("m0", mix, srcs)])
+    assert flipped["si_snri"] == pytest.approx(sep, abs=1e-3)
+    assert flipped["own_denoise_si_snri"] == pytest.approx(own, abs=1e-3)
+    assert flipped["se_gain_db"] == pytest.approx(res["se_gain_db"], abs=1e-3)
+
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
 def test_downloaded_packages_unpack_into_a_fresh_cache(rst, tmp_path) -> None:
