@@ -445,9 +445,10 @@ def score(model, mixtures, device: str = "cpu") -> dict[str, Any]:
     separates it. And the model's own denoising, from the sum of its outputs, each first
     given the sign of its PIT-assigned reference (SI-SNR is blind to the sign, and a model may
     learn to flip one output; with softmax SS masks and no flip the sum is the decoded SE
-    estimate): ``own_denoise_si_snri`` puts that sum in every output, ``se_gain_db`` is how much closer the sum is to the clean mixture than the input
-    is (SI-SNR against the clean mixture), and ``split_gain_db`` = ``si_snri`` −
-    ``own_denoise_si_snri`` is what the split adds beyond the model's own denoising.
+    estimate): ``own_denoise_si_snri`` puts that sum in every output, ``se_gain_db`` is how
+    much closer the sum is to the clean mixture than the input is (SI-SNR against the clean
+    mixture), and ``split_gain_db`` = ``si_snri`` − ``own_denoise_si_snri`` is what the split
+    adds beyond the model's own denoising.
 
     Returns:
         Means, ``si_snri_stats`` (mean/std/95 % CI), ``denoise_only_si_snri``, the three
