@@ -91,6 +91,14 @@ else
   COMMON+=(trainer=gpu)
 fi
 hms() { printf '00:%02d:%02d:%02d' $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60)); }
+# After a training call: note its last checkpoint and the training seconds reached so far (the
+# next call resumes from both), and return its results.json as $OUT/$2.
+record_call() {
+  LAST=$(ls -t "$RUN"/logs/default_gpu/runs/*/checkpoints/last.ckpt | head -1)
+  echo "$LAST" > "$RUN/last_ckpt.txt"
+  echo "$1" > "$RUN/trained_s.txt"
+  cp "$(dirname "$(dirname "$LAST")")/results.json" "$OUT/$2" || true
+}
 
 if [ "$STAGE" = 1 ]; then
   # REUSE_DATA=1 keeps the generated corpus of an earlier run on this machine (a second model
@@ -123,10 +131,7 @@ PYEOF
   [ "$LEFT" -lt 10 ] && LEFT=10
   echo "[gpu-transfer] training for $LEFT s in this call (max_time $(hms "$LEFT"))"
   "$PY" train.py "${COMMON[@]}" "trainer.max_time=$(hms "$LEFT")" test=false
-  LAST=$(ls -t "$RUN"/logs/default_gpu/runs/*/checkpoints/last.ckpt | head -1)
-  echo "$LAST" > "$RUN/last_ckpt.txt"
-  echo "$LEFT" > "$RUN/trained_s.txt"
-  cp "$(dirname "$(dirname "$LAST")")/results.json" "$OUT/results_stage1.json" || true
+  record_call "$LEFT" results_stage1.json
   echo "[gpu-transfer] stage 1 done in $(($(date +%s) - T0)) s; checkpoint $LAST"
 elif [ "$STAGE" = resume ]; then
   LAST=$(cat "$RUN/last_ckpt.txt")
@@ -135,10 +140,7 @@ elif [ "$STAGE" = resume ]; then
   [ "$TARGET" -gt "$TOTAL_TRAIN_S" ] && TARGET=$TOTAL_TRAIN_S
   echo "[gpu-transfer] resuming $LAST from ${DONE_S} s to $TARGET s of training"
   "$PY" train.py "${COMMON[@]}" "trainer.max_time=$(hms "$TARGET")" "ckpt_path=$LAST" test=false
-  LAST=$(ls -t "$RUN"/logs/default_gpu/runs/*/checkpoints/last.ckpt | head -1)
-  echo "$LAST" > "$RUN/last_ckpt.txt"
-  echo "$TARGET" > "$RUN/trained_s.txt"
-  cp "$(dirname "$(dirname "$LAST")")/results.json" "$OUT/results_resume_$TARGET.json" || true
+  record_call "$TARGET" "results_resume_$TARGET.json"
   echo "[gpu-transfer] resume done in $(($(date +%s) - T0)) s; $TARGET s trained; checkpoint $LAST"
 elif [ "$STAGE" = 2 ]; then
   LAST=$(cat "$RUN/last_ckpt.txt")

@@ -15,27 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_transfer_run.sh"
-SR = 8000
-
-
-def _stand_in_prompts(root: Path) -> Path:
-    """Four stand-in "speakers" of harmonic tones under the dev set's speaker keys."""
-    rng = np.random.default_rng(0)
-    for i, key in enumerate(["allison", "june", "carlo", "ru"]):
-        d = root / key
-        d.mkdir(parents=True)
-        for k in range(8):
-            t = np.arange(int(rng.uniform(0.4, 0.9) * SR)) / SR
-            x = sum(
-                np.sin(2 * np.pi * (100 + 40 * i) * j * t + rng.uniform(0, 6)) / j
-                for j in range(1, 8)
-            )
-            sf.write(d / f"p{k}.wav", (0.07 * x).astype(np.float32), SR, subtype="PCM_16")
-    return root
 
 
 def _stage(stage: str, env: dict[str, str], call_limit: int) -> str:
@@ -54,7 +36,7 @@ def _stage(stage: str, env: dict[str, str], call_limit: int) -> str:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="bash script for the Linux device machine")
-def test_stages_one_resume_two_train_the_total_and_score(tmp_path: Path) -> None:
+def test_stages_one_resume_two_train_the_total_and_score(tmp_path: Path, speech_dir: Path) -> None:
     run = tmp_path / "run"
     env = {
         **os.environ,
@@ -62,7 +44,7 @@ def test_stages_one_resume_two_train_the_total_and_score(tmp_path: Path) -> None
         "GPU_TRANSFER_NO_INSTALL": "1",
         "PYTHON": sys.executable,
         "RUN": str(run),
-        "SPEECH_DIR": str(_stand_in_prompts(tmp_path / "speech")),
+        "SPEECH_DIR": str(speech_dir),
         "USGM_CACHE": str(tmp_path / "cache"),
         "TOTAL_TRAIN_S": "24",
         "MARGIN_S": "0",
