@@ -12,6 +12,7 @@
 #
 #   bash benchmarks/gpu_transfer_run.sh 1      # device call 1
 #   bash benchmarks/gpu_transfer_run.sh 2      # device call 2 (same warm machine)
+#   bash benchmarks/gpu_transfer_run.sh weights   # optional: the best model back, in parts
 #
 # Longer runs (TOTAL_TRAIN_S above what two calls hold, e.g. 1200 for a 20-minute curve):
 # between 1 and 2, `gpu_transfer_run.sh resume` continues training for what is left of one
@@ -36,17 +37,20 @@
 # $RUN/logs.<time>), REC_DIR (packed recorded speech for a machine without apt), USGM_CACHE (default
 # /tmp/usgm_cache), EXTRA_OVERRIDES (Hydra overrides for both stages), CURVE=1 (stage 2 also
 # scores every kept epoch checkpoint: transfer over training; pair with
-# callbacks.model_checkpoint.save_top_k=-1; CURVE_EVERY=N scores every N-th epoch only), WHL_DIR (wheel folder to
+# callbacks.model_checkpoint.save_top_k=-1; CURVE_EVERY=N scores every N-th epoch only),
+# CHANNEL_PROBE=1 (stage 2 adds the channel probe to the best checkpoint's report), WHL_DIR (wheel folder to
 # install, default .whl; the device image has scipy, so a copy without it leaves room for a
 # larger .rec within the carry limit).
 set -euo pipefail
-STAGE=${1:?usage: gpu_transfer_run.sh bank|1|resume|2}
+STAGE=${1:?usage: gpu_transfer_run.sh bank|1|resume|2|weights}
 T0=$(date +%s)
 RUN=${RUN:-/tmp/gpu_run}
 OUT=${OUT:-$RUN/out}
 PY=${PYTHON:-python3}
 CALL_LIMIT=${CALL_LIMIT:-600}
 TOTAL_TRAIN_S=${TOTAL_TRAIN_S:-600}
+# A dry run builds its own smoke set: never over the real set a later device call carries.
+if [ -n "${GPU_TRANSFER_TINY:-}" ]; then MIX_DIR=${MIX_DIR:-$RUN/real_mix}; fi
 MIX_DIR=${MIX_DIR:-data/real_speech/mix}
 mkdir -p "$RUN" "$OUT"
 LOG="$OUT/stage$STAGE.log"
@@ -170,16 +174,21 @@ print(max(sys.argv[1:], key=score))
 PYEOF
 )
   echo "$BEST" > "$OUT/best_checkpoint.txt"
+  echo "$BEST" > "$RUN/best_checkpoint.txt"
   echo "[gpu-transfer] scoring $BEST"
   DEV=cuda
   [ -n "${GPU_TRANSFER_TINY:-}" ] && DEV=cpu
-  score_real() {  # checkpoint, JSON out
+  score_real() {  # checkpoint, JSON out, extra options
     local args=(--model "$1" --synthetic-root "$DATA" --mix-dir "$MIX_DIR" --n-src 2
-                --device "$DEV" --out "$2")
+                --device "$DEV" --out "$2" "${@:3}")
     [ -n "${GPU_TRANSFER_TINY:-}" ] && args+=(--smoke --speech-dir "${SPEECH_DIR:?}")
     "$PY" benchmarks/real_speech_transfer.py "${args[@]}"
   }
-  score_real "$BEST" "$OUT/real_speech_transfer.json"
+  # CHANNEL_PROBE=1: the best checkpoint is also scored with the real sources given different /
+  # shared recording chains (real_speech_transfer.py --channel-probe; seconds on a GPU).
+  PROBE=()
+  [ -n "${CHANNEL_PROBE:-}" ] && PROBE=(--channel-probe)
+  score_real "$BEST" "$OUT/real_speech_transfer.json" "${PROBE[@]}"
   if [ -n "${CURVE:-}" ]; then
     # Transfer over training: every kept epoch checkpoint (EXTRA_OVERRIDES with
     # callbacks.model_checkpoint.save_top_k=-1) scored on both sets → $OUT/curve.tgz.
@@ -204,7 +213,16 @@ for p in sys.argv[1:]:
 PYEOF
   fi
   echo "[gpu-transfer] stage 2 done in $(($(date +%s) - T0)) s"
+elif [ "$STAGE" = weights ]; then
+  # The best checkpoint of stage 2 as a weights-only export (usgm-export), split into parts
+  # under the 16 MiB a returned file may have; rejoin with `cat best_model.pt.part* > best_model.pt`.
+  BEST=$(cat "$RUN/best_checkpoint.txt")
+  "$PY" -c 'import sys; from usgm.evaluation.export import main; sys.exit(main(sys.argv[1:]))' \
+    "$BEST" "$RUN/best_model.pt"
+  split -b "${PART_BYTES:-15000000}" -d "$RUN/best_model.pt" "$OUT/best_model.pt.part"
+  sha256sum "$RUN/best_model.pt" | tee "$OUT/best_model.sha256"
+  echo "[gpu-transfer] weights of $BEST in $(ls "$OUT" | grep -c part) parts"
 else
-  echo "usage: gpu_transfer_run.sh bank|1|resume|2" >&2
+  echo "usage: gpu_transfer_run.sh bank|1|resume|2|weights" >&2
   exit 2
 fi

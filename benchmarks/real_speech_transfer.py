@@ -538,6 +538,88 @@ def breakdown(per_mixture: dict[str, float], items: list[dict[str, Any]]) -> dic
 
 
 # --------------------------------------------------------------------------------------------
+# Channel probe
+# --------------------------------------------------------------------------------------------
+# The real set's people share one studio chain; training pairs almost always differ in theirs.
+# Scoring the same mixtures with one source given another chain (and, as the control, every
+# source given one shared draw of it) measures how much a model separates by channel, not voice.
+CHANNEL_PROBES = ("one_eq", "both_eq", "one_codec", "both_codec")
+
+
+def channel_chain(
+    kind: str, x: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE
+) -> np.ndarray:
+    """One draw of a recording chain of the generator (:mod:`usgm.data.synth.dsp`).
+
+    Args:
+        kind: ``eq`` (random EQ within ±6 dB, the generator's ``eq_db`` default, then a random
+            telephone/microphone band limit) or ``codec`` (GSM 6.10 round trip at 8 kHz).
+        x: ``(time,)`` float signal.
+
+    Returns:
+        ``(time,)`` float64, rescaled to the RMS of ``x``.
+    """
+    from usgm.data.synth import dsp
+
+    if kind == "eq":
+        y = dsp.band_limit(dsp.random_eq(x, sr, rng, 6.0), sr, rng)
+    elif kind == "codec":
+        y = dsp.codec_round_trip(x, sr, "gsm")
+    else:
+        raise ValueError(f"unknown channel chain {kind!r} (eq or codec)")
+    return y * (np.sqrt(np.mean(x**2)) / max(np.sqrt(np.mean(y**2)), 1e-12))
+
+
+def channel_probe_mixtures(
+    items: list[dict[str, Any]], probe: str, seed: int = 0
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """A real set's mixtures with their sources put through :func:`channel_chain`.
+
+    ``one_*``: the last source alone gets the chain, so the people now differ in channel;
+    ``both_*``: every source gets the same draw of it (the control: same chain, no difference).
+    The noise is unchanged, each source keeps its RMS, and the processed sources are the
+    references.
+
+    Returns:
+        ``(id, mix float32 (T,), sources float32 (C, T))`` as :func:`mixtures_from_set`.
+    """
+    where, _, kind = probe.partition("_")
+    if probe not in CHANNEL_PROBES:
+        raise ValueError(f"unknown channel probe {probe!r} (one of {', '.join(CHANNEL_PROBES)})")
+    out = []
+    for k, it in enumerate(items):
+        src = it["sources"].astype(np.float64) / 32768.0
+        new = src.copy()
+        rng = np.random.default_rng(1000 * (seed + 1) + k)
+        if where == "one":
+            new[-1] = channel_chain(kind, src[-1], rng)
+        else:
+            state = rng.bit_generator.state
+            for i in range(len(src)):
+                rng.bit_generator.state = state  # one draw for all: the chain, not a difference
+                new[i] = channel_chain(kind, src[i], rng)
+        mix = new.sum(0) + it["noise"].astype(np.float64) / 32768.0
+        out.append((it["id"], mix.astype(np.float32), new.astype(np.float32)))
+    return out
+
+
+def channel_probe(model, items: list[dict[str, Any]], base: dict[str, Any], device: str = "cpu"):
+    """SI-SNRi of the set under each of :data:`CHANNEL_PROBES`, with the paired change against
+    the plain set (``base``: :func:`score` of it): ``{probe: {si_snri, si_snri_stats,
+    own_denoise_si_snri, split_gain_db, by_overlap, change}}``."""
+    out = {}
+    for probe in CHANNEL_PROBES:
+        r = score(model, channel_probe_mixtures(items, probe), device)
+        diff = [v - base["per_mixture"][u] for u, v in r["per_mixture"].items()]
+        out[probe] = {
+            k: r[k]
+            for k in ("si_snri", "si_snri_stats", "own_denoise_si_snri", "split_gain_db",
+                      "by_overlap")
+        } | {"change": _stats(diff)}  # fmt: skip
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
@@ -559,6 +641,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=None, help="JSON results")
     p.add_argument("--smoke", action="store_true", help="tiny sets, no babble (tests)")
+    p.add_argument(
+        "--channel-probe",
+        action="store_true",
+        help="also score the real set with one source given another recording chain, and "
+        "with one shared chain (channel_probe: how much the model separates by channel)",
+    )
     return p
 
 
@@ -648,6 +736,8 @@ def main(argv: list[str] | None = None) -> int:
         r |= breakdown(r["per_mixture"], items) if r["n"] else {}
         r["split"] = args.split
         r["speakers"] = sorted({s for it in items for s in it["speakers"]})
+        if args.channel_probe and r["n"]:
+            r["channel_probe"] = channel_probe(model, items, r, args.device)
         result["real"][f"{n}spk"] = r
     syn_root = Path(args.synthetic_root)
     if (syn_root / "DONE").exists() or (syn_root / "wav8k").is_dir():
@@ -694,6 +784,12 @@ def format_table(result: dict[str, Any]) -> str:
                 f"    overlap  mean {v['overlap_mean']:.2f}, corr {v['overlap_corr']:+.2f}: "
                 + ", ".join(parts)
             )
+        if v.get("channel_probe"):
+            parts = [
+                f"{k} {c['si_snri']:+.2f} ({c['change']['mean']:+.2f} ± {c['change']['ci95']:.2f})"
+                for k, c in v["channel_probe"].items()
+            ]
+            lines.append("    channel  " + ", ".join(parts))
         for group in ("by_sexes", "by_speaker"):
             if v.get(group):
                 parts = [f"{k} {s['mean']:+.2f} (n={s['n']})" for k, s in v[group].items()]

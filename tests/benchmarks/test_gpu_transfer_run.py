@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_transfer_run.sh"
@@ -35,6 +36,15 @@ def _stage(stage: str, env: dict[str, str], call_limit: int) -> str:
     return r.stdout
 
 
+def _snapshot(folder: Path) -> list[tuple[str, int, int]] | None:
+    """Every file under ``folder`` with its size and mtime, or None where it does not exist."""
+    if not folder.exists():
+        return None
+    return sorted(
+        (str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    )
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="bash script for the Linux device machine")
 def test_stages_one_resume_two_train_the_total_and_score(tmp_path: Path, speech_dir: Path) -> None:
     run = tmp_path / "run"
@@ -50,9 +60,12 @@ def test_stages_one_resume_two_train_the_total_and_score(tmp_path: Path, speech_
         "MARGIN_S": "0",
         "CURVE": "1",
         "CURVE_EVERY": "1000",
+        "CHANNEL_PROBE": "1",
         # eSpeak speakers only: no recorded-speech bank on a CI machine.
         "EXTRA_OVERRIDES": "data.generate.recorded_fraction=0",
     }
+    real_set = ROOT / "data" / "real_speech" / "mix"
+    before = _snapshot(real_set)
     # A call limit below what stage 1 already spent: it trains the 10 s minimum.
     _stage("1", env, call_limit=1)
     assert (run / "trained_s.txt").read_text().strip() == "10"
@@ -71,9 +84,33 @@ def test_stages_one_resume_two_train_the_total_and_score(tmp_path: Path, speech_
     assert len(back) <= 8, f"a device call returns at most 8 files: {sorted(p.name for p in back)}"
     res = json.loads((outdir / "real_speech_transfer.json").read_text())
     assert res["real"]["2spk"]["n"] > 0 and np.isfinite(res["real_over_synthetic"])
+    assert set(res["real"]["2spk"]["channel_probe"]) == {
+        "one_eq",
+        "both_eq",
+        "one_codec",
+        "both_codec",
+    }
     with tarfile.open(outdir / "csv.tgz") as tar:
         runs = {Path(n).parts[-2] for n in tar.getnames() if n.endswith("metrics.csv")}
     assert len(runs) == 3  # stage 1, resume, stage 2: one run directory each
     with tarfile.open(outdir / "curve.tgz") as tar:
         assert any(n.endswith(".json") for n in tar.getnames())
     assert "curve: checkpoint, real SI-SNRi" in out
+    # The dry run's smoke set went under $RUN, not over the repo's built real-speech set.
+    assert _snapshot(real_set) == before
+    assert (run / "real_mix").is_dir()
+
+    # The best model comes back in parts under the per-file limit and rejoins into a loadable export.
+    _stage("weights", {**env, "PART_BYTES": "20000"}, call_limit=600)
+    parts = sorted((run / "out_weights").glob("best_model.pt.part*"))
+    assert len(parts) >= 2 and all(p.stat().st_size <= 20000 for p in parts)
+    joined = tmp_path / "best_model.pt"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    from usgm.evaluation.export import load_model
+
+    model, meta = load_model(joined)
+    assert meta["n_src"] == 2
+    best = (outdir / "best_checkpoint.txt").read_text().strip()
+    ref, _ = load_model(best)
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), ref.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(v, v2)

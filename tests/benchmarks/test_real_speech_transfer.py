@@ -241,3 +241,71 @@ def test_by_overlap_bands_and_correlation(rst) -> None:
     assert out["overlap_corr"] == pytest.approx(
         np.corrcoef([0.2, 0.6, 0.8, 1.0], [3, 2, 0, -1])[0, 1]
     )
+
+
+def _probe_items(n: int = 3, seconds: float = 1.0) -> list[dict]:
+    """Items as load_set gives them: int16 sources (2, T) and noise (T,)."""
+    rng = np.random.default_rng(5)
+    t = int(seconds * SR)
+    items = []
+    for k in range(n):
+        src = (rng.standard_normal((2, t)) * 3000).astype(np.int16)
+        noise = (rng.standard_normal(t) * 500).astype(np.int16)
+        items.append({"id": f"m{k}", "sources": src, "noise": noise, "speakers": ["allison", "ru"]})
+    return items
+
+
+@pytest.mark.parametrize("probe", ["one_eq", "one_codec"])
+def test_channel_probe_one_changes_only_the_last_source(rst, probe) -> None:
+    items = _probe_items()
+    for it, (uid, mix, src) in zip(items, rst.channel_probe_mixtures(items, probe), strict=True):
+        orig = it["sources"].astype(np.float64) / 32768.0
+        assert uid == it["id"] and src.shape == orig.shape
+        np.testing.assert_allclose(src[0], orig[0], atol=1e-6)  # first person untouched
+        assert np.abs(src[1] - orig[1]).max() > 0.01  # the other one through the chain
+        np.testing.assert_allclose(
+            np.sqrt((src**2).mean(-1)), np.sqrt((orig**2).mean(-1)), rtol=1e-4
+        )
+        np.testing.assert_allclose(mix, src.sum(0) + it["noise"] / 32768.0, atol=1e-6)
+
+
+def test_channel_probe_both_applies_one_draw_to_every_source(rst) -> None:
+    items = _probe_items()
+    for it in items:  # second person = first person at twice the amplitude
+        it["sources"][1] = it["sources"][0] * 2
+    probed = rst.channel_probe_mixtures(items, "both_eq")
+    one = rst.channel_probe_mixtures(items, "one_eq")
+    for it, (_, _, src), (_, _, src_one) in zip(items, probed, one, strict=True):
+        # A linear chain of one draw keeps the 1 : 2 relation (each source keeps its RMS) ...
+        np.testing.assert_allclose(src[1], 2 * src[0], atol=1e-5)
+        # ... and it is a real chain, the same draw as the last source's in "one_eq".
+        assert np.abs(src[0] - it["sources"][0] / 32768.0).max() > 0.01
+        np.testing.assert_allclose(src[1], src_one[1], atol=1e-5)
+    # Each mixture draws its own chain.
+    assert not np.allclose(
+        probed[0][2][0] / probed[0][2][0].std(), probed[1][2][0] / probed[1][2][0].std()
+    )
+
+
+def test_channel_probe_reports_paired_change_against_the_plain_set(rst) -> None:
+    from usgm.models import build_model
+
+    torch.manual_seed(0)
+    cfg = {"n_src": 2, "n_filters": 16, "kernel_size": 16, "stride": 8, "chunk_size": 10,
+           "d_model": 16, "n_heads": 2, "d_ffn": 32,
+           "se": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
+           "ss": {"n_blocks": 1, "n_intra": 1, "n_inter": 1}}  # fmt: skip
+    model = build_model(cfg).eval()
+    items = _probe_items(n=4, seconds=0.5)
+    base = rst.score(model, rst.mixtures_from_set(items))
+    res = rst.channel_probe(model, items, base)
+    assert set(res) == set(rst.CHANNEL_PROBES)
+    for probe, r in res.items():
+        direct = rst.score(model, rst.channel_probe_mixtures(items, probe))
+        assert r["si_snri"] == pytest.approx(direct["si_snri"], abs=1e-6)
+        # Same mixtures, so the mean paired change is the difference of the means (up to the
+        # 3 decimals that per_mixture keeps).
+        assert r["change"]["mean"] == pytest.approx(r["si_snri"] - base["si_snri"], abs=1e-3)
+        assert r["change"]["n"] == 4
+    with pytest.raises(ValueError, match="unknown channel probe"):
+        rst.channel_probe_mixtures(items, "one_reverb")
