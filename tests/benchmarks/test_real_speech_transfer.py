@@ -18,6 +18,11 @@ from usgm.data.mixing import loudness
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "real_speech_transfer.py"
 SR = 8000
+# A tiny SepFormer+SE network: scoring logic is under test, not separation quality.
+TINY_CFG = {"n_src": 2, "n_filters": 16, "kernel_size": 16, "stride": 8, "chunk_size": 10,
+            "d_model": 16, "n_heads": 2, "d_ffn": 32,
+            "se": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
+            "ss": {"n_blocks": 1, "n_intra": 1, "n_inter": 1}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +100,7 @@ def test_smoke_run_scores_a_model(rst, speech_dir, tmp_path) -> None:
     from usgm.models import build_model
 
     torch.manual_seed(0)
-    cfg = {"n_src": 2, "n_filters": 16, "kernel_size": 16, "stride": 8, "chunk_size": 10,
-           "d_model": 16, "n_heads": 2, "d_ffn": 32,
-           "se": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
-           "ss": {"n_blocks": 1, "n_intra": 1, "n_inter": 1}}  # fmt: skip
+    cfg = TINY_CFG
     model = build_model(cfg)
     path = tmp_path / "m.pt"
     torch.save({"format": EXPORT_FORMAT, "version": 1, "model": cfg, "sample_rate": SR,
@@ -291,10 +293,7 @@ def test_channel_probe_reports_paired_change_against_the_plain_set(rst) -> None:
     from usgm.models import build_model
 
     torch.manual_seed(0)
-    cfg = {"n_src": 2, "n_filters": 16, "kernel_size": 16, "stride": 8, "chunk_size": 10,
-           "d_model": 16, "n_heads": 2, "d_ffn": 32,
-           "se": {"n_blocks": 1, "n_intra": 1, "n_inter": 1},
-           "ss": {"n_blocks": 1, "n_intra": 1, "n_inter": 1}}  # fmt: skip
+    cfg = TINY_CFG
     model = build_model(cfg).eval()
     items = _probe_items(n=4, seconds=0.5)
     base = rst.score(model, rst.mixtures_from_set(items))
