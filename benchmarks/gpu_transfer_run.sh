@@ -166,13 +166,8 @@ elif [ "$STAGE" = 2 ]; then
     cp -r "$d/csv" "$RUN/csv_export/csv_$(basename "$d")" 2>/dev/null || true
   done
   tar czf "$OUT/csv.tgz" -C "$RUN/csv_export" .
-  # Best checkpoint of both calls by validation SI-SNRi (the number in its file name).
-  BEST=$("$PY" - "$RUN"/logs/default_gpu/runs/*/checkpoints/epoch*.ckpt <<'PYEOF'
-import re, sys
-score = lambda p: float(re.search(r"sisnri(-?[0-9.]+)\.ckpt$", p).group(1))
-print(max(sys.argv[1:], key=score))
-PYEOF
-)
+  # Best checkpoint of all calls by its exact validation SI-SNRi (file names round it).
+  BEST=$("$PY" benchmarks/best_checkpoint.py "$RUN"/logs/default_gpu/runs/*/checkpoints/epoch*.ckpt)
   echo "$BEST" > "$OUT/best_checkpoint.txt"
   echo "$BEST" > "$RUN/best_checkpoint.txt"
   echo "[gpu-transfer] scoring $BEST"

@@ -111,6 +111,12 @@ def test_stages_one_resume_two_train_the_total_and_score(tmp_path: Path, speech_
     model, meta = load_model(joined)
     assert meta["n_src"] == 2
     best = (outdir / "best_checkpoint.txt").read_text().strip()
+    # The best by the exact score each checkpoint was saved with, over all three calls' runs.
+    exact = {}
+    for p in run.glob("logs/default_gpu/runs/*/checkpoints/epoch*.ckpt"):
+        cbs = torch.load(p, map_location="cpu", weights_only=False)["callbacks"]
+        exact[str(p)] = next(float(v["current_score"]) for k, v in cbs.items() if "Checkpoint" in k)
+    assert exact[best] == max(exact.values())
     ref, _ = load_model(best)
     for (k, v), (k2, v2) in zip(model.state_dict().items(), ref.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(v, v2)
