@@ -11,7 +11,8 @@ an easier set.
 
 Sets: the real-speech dev set (plain and under the channel probe's ``one_eq`` / ``both_eq``
 chains, :func:`real_speech_transfer.channel_probe_mixtures`) and the test split of any
-generated corpus (``--synthetic-root``, repeatable).
+generated corpus (``--synthetic-root``, repeatable; ``--split train-360`` for what a model
+trains on).
 
 Example:
     python benchmarks/colour_oracle.py --mix-dir data/real_speech/mix \\
@@ -104,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-src", type=int, default=2)
     p.add_argument("--synthetic-root", type=Path, action="append", default=[],
                    help="generated corpus whose test split to score (repeatable)")  # fmt: skip
-    p.add_argument("--limit", type=int, default=None, help="at most this many test mixtures")
+    p.add_argument("--split", default="test", help="split of the generated corpora: test, "
+                   "dev or train-360 (test by default)")  # fmt: skip
+    p.add_argument("--limit", type=int, default=None, help="at most this many mixtures per corpus")
     p.add_argument("--out", type=Path, default=None, help="JSON report")
     args = p.parse_args(argv)
 
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {root} is not a generated corpus (no DONE file)", file=sys.stderr)
             return 2
     plain = score_set(rst.mixtures_from_set(items))
-    report: dict[str, Any] = {"n_fft": N_FFT, "real": {"plain": plain}}
+    report: dict[str, Any] = {"n_fft": N_FFT, "split": args.split, "real": {"plain": plain}}
     for probe in ("one_eq", "both_eq"):
         r = score_set(rst.channel_probe_mixtures(items, probe))
         base = plain["per_mixture"]
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     report["synthetic"] = {}
     for root in args.synthetic_root:
         report["synthetic"][str(root)] = score_set(
-            rst.synthetic_mixtures(root, args.n_src, args.limit)
+            rst.synthetic_mixtures(root, args.n_src, args.limit, args.split)
         )
     for name, r in [*report["real"].items(), *report["synthetic"].items()]:
         extra = (

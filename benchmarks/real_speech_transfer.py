@@ -385,11 +385,12 @@ def mixtures_from_set(items: list[dict[str, Any]]) -> list[tuple[str, np.ndarray
     return out
 
 
-def synthetic_mixtures(root: Path, n_src: int, limit: int | None):
-    """The generated corpus's test split as ``(id, mix, sources)`` (read with usgm's loader)."""
+def synthetic_mixtures(root: Path, n_src: int, limit: int | None, split: str = "test"):
+    """A generated corpus's split (the test split by default) as ``(id, mix, sources)``, read
+    with usgm's loader."""
     from usgm.data.librimix import load_split
 
-    utts = load_split(root, "test", n_src=n_src, validate="none", limit=limit)
+    utts = load_split(root, split, n_src=n_src, validate="none", limit=limit)
     for u in utts:
         mix = sf.read(str(u.mixture), dtype="float32")[0]
         srcs = np.stack([sf.read(str(p), dtype="float32")[0] for p in u.sources])

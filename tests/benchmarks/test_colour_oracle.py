@@ -110,6 +110,10 @@ def test_cli_reports_real_probes_and_a_generated_test_split(
     ]
     assert rep["real"]["one_eq"]["change"]["mean"] == pytest.approx(np.mean(diffs), abs=1e-3)
     assert rep["synthetic"][str(tiny_2mix)]["n"] == 2
+    argv += ["--split", "train-360", "--limit", "3"]
+    assert co.main(argv) == 0
+    rep = json.loads(out.read_text())
+    assert rep["split"] == "train-360" and rep["synthetic"][str(tiny_2mix)]["n"] == 3
     bad = tmp_path / "no_corpus"
     assert co.main(["--mix-dir", str(mix_dir), "--synthetic-root", str(bad)]) == 2
 

@@ -72,7 +72,7 @@ def test_extract_deb_unpacks_the_data_archive(tmp_path: Path) -> None:
 def test_extract_deb_rejects_a_non_package(tmp_path: Path) -> None:
     bad = tmp_path / "bad.deb"
     bad.write_bytes(b"PK\x03\x04 zip, not ar")
-    with pytest.raises(DataError, match="bad.deb"):
+    with pytest.raises(DataError, match=r"bad\.deb"):
         rec._extract_deb(bad, tmp_path / "out")
 
 
@@ -246,9 +246,17 @@ def test_recorded_fraction_zero_needs_no_recordings_and_keeps_espeak_output(tmp_
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("recorded_fraction", 1.5), ("recorded_splits", ("train", "eval")), ("recorded_speed", (0.3, 1)),
-     ("recorded_gap", (0.4, 0.1)), ("same_recording", -0.1), ("shared_channel", 2.0),
-     ("self_pair", 1.5)],
+    [
+        ("recorded_fraction", 1.5),
+        ("recorded_splits", ("train", "eval")),
+        ("recorded_speed", (0.3, 1)),
+        ("recorded_gap", (0.4, 0.1)),
+        ("same_recording", -0.1),
+        ("shared_channel", 2.0),
+        ("self_pair", 1.5),
+        ("colour_match", 1.5),
+        ("colour_candidates", 1),
+    ],
 )
 def test_bad_recorded_options_name_the_key(tmp_path: Path, key: str, value) -> None:
     with pytest.raises(DataError, match=key):
@@ -397,3 +405,29 @@ def test_self_pair_speed_factors_keep_their_distance() -> None:
     # A span too narrow for the ratio: the farthest try, still inside the span.
     got = _speed_apart(np.random.default_rng(0), (0.99, 1.01), [1.0])
     assert 0.99 <= got <= 1.01 and abs(got - 1.0) > 0.005
+
+
+def _colour_gap(root: Path) -> float:
+    """Mean colour distance between the two sources of each training mixture (dB)."""
+    from usgm.data.synth.dsp import colour_distance
+
+    split = root / "wav8k/min/train-360"
+    gaps = []
+    for mid in _ids(root, "train-360"):
+        a, b = (sf.read(split / s / f"{mid}.wav")[0] for s in ("s1", "s2"))
+        gaps.append(colour_distance(a, b))
+    return float(np.mean(gaps))
+
+
+def test_colour_match_pairs_people_closer_in_colour(tmp_path: Path) -> None:
+    packed = _packed(tmp_path)
+    kw = dict(n_train=24, n_dev=2, n_test=2, seed=6, num_workers=1,
+              cache_dir=tmp_path / "cache", recorded_dir=packed)  # fmt: skip
+    plain = make_dataset(tmp_path / "plain", **kw)
+    matched = make_dataset(tmp_path / "matched", colour_match=1.0, colour_candidates=6, **kw)
+    assert _colour_gap(matched) < 0.8 * _colour_gap(plain)
+    for mid in _ids(matched, "train-360"):  # still two different people
+        first, second = (part.split("-")[0] for part in mid.split("_"))
+        assert first != second
+    info = read_info(matched)["options"]
+    assert info["colour_match"] == 1.0 and info["colour_candidates"] == 6

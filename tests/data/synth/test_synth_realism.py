@@ -191,3 +191,18 @@ def test_channel_rumble_adds_low_frequency_content_at_its_level() -> None:
     ratio_db = 20 * np.log10(np.sqrt(np.mean(added**2)) / dsp.active_rms(x, SR))
     assert ratio_db == pytest.approx(-6.0, abs=0.01)
     assert _low_share(added, 250) > 0.97 and _low_share(x, 100) < 0.01
+
+
+def test_colour_distance_is_level_blind_and_sees_colour() -> None:
+    from usgm.data.synth.dsp import colour_distance, long_term_spectrum_db, lowpass
+
+    rng = np.random.default_rng(0)
+    white = rng.standard_normal(8000)
+    other = rng.standard_normal(8000)
+    dull = lowpass(rng.standard_normal(8000), 8000, 800.0)
+    spec = long_term_spectrum_db(white)
+    assert spec.shape == (129,) and abs(spec.mean()) < 1e-9
+    assert colour_distance(white, 0.01 * white) < 1e-6  # level does not count
+    assert colour_distance(white, other) < 1.5  # one colour: estimation spread only
+    assert colour_distance(white, dull) > 10
+    assert colour_distance(white, dull) == pytest.approx(colour_distance(dull, white))

@@ -47,7 +47,7 @@ def test_queen_table_round_trip_and_bad_bundles(tmp_path: Path) -> None:
     assert data[entries[0][1] : entries[0][1] + 3] == b"abc"
     bad = tmp_path / "bad.1c"
     bad.write_bytes(b"RIFF" + data[4:])
-    with pytest.raises(DataError, match="bad.1c.*QTBL"):
+    with pytest.raises(DataError, match=r"bad\.1c.*QTBL"):
         vp.read_queen_table(bad)
     bad.write_bytes(data[:12] + b"\0" + data[13:])  # uncompressed (Sound Blaster) lines
     with pytest.raises(DataError, match="compression type 0"):
@@ -58,7 +58,7 @@ def test_queen_table_round_trip_and_bad_bundles(tmp_path: Path) -> None:
     table = bytearray(data)
     struct.pack_into(">I", table, 15 + 13, len(data))  # first entry points past the end
     bad.write_bytes(bytes(table))
-    with pytest.raises(DataError, match="050001J1.SB"):
+    with pytest.raises(DataError, match=r"050001J1\.SB"):
         vp.read_queen_table(bad)
 
 
@@ -99,6 +99,6 @@ def test_each_format_decodes_at_its_true_rate(tmp_path: Path) -> None:
 def test_a_corrupt_line_names_the_file_and_byte_range(tmp_path: Path) -> None:
     bundle = tmp_path / "queen.1c"
     _queen_bundle(bundle, {"050001J1.SB": b"not an mp3 frame at all" * 10})
-    (name, offset, size) = vp.read_queen_table(bundle)[0]
+    (_, offset, size) = vp.read_queen_table(bundle)[0]
     with pytest.raises(DataError, match=f"queen.1c \\(bytes {offset}\\+{size}\\)"):
         rec._decode_clip(vp.Clip(bundle, offset, size), 8000)

@@ -103,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             verbose=not args.quiet,
             mode=args.mode,
             recorded_dir=args.recorded_dir,
-            **({} if args.recorded_fraction is None else {"recorded_fraction": args.recorded_fraction}),
+            **(
+                {}
+                if args.recorded_fraction is None
+                else {"recorded_fraction": args.recorded_fraction}
+            ),
         )
     except DataError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

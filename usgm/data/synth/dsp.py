@@ -292,6 +292,32 @@ def band_limit(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
     return sosfilt(sos, x)
 
 
+def long_term_spectrum_db(x: np.ndarray, n_fft: int = 256) -> np.ndarray:
+    """Level-free long-term power spectrum: the mean over Hann frames (hop ``n_fft // 2``) in
+    dB, minus its mean over frequency, so that only the colour remains.
+
+    Args:
+        x: Signal, shape (T,).
+
+    Returns:
+        Shape (n_fft // 2 + 1,), dB around 0.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < n_fft:
+        x = np.pad(x, (0, n_fft - len(x)))
+    hop = n_fft // 2
+    idx = np.arange(n_fft)[None] + hop * np.arange((len(x) - n_fft) // hop + 1)[:, None]
+    power = np.abs(np.fft.rfft(x[idx] * np.hanning(n_fft), axis=-1)) ** 2
+    db = 10 * np.log10(power.mean(0) + 1e-12)
+    return db - db.mean()
+
+
+def colour_distance(a: np.ndarray, b: np.ndarray, n_fft: int = 256) -> float:
+    """RMS difference of two signals' :func:`long_term_spectrum_db` (dB; level-blind)."""
+    d = long_term_spectrum_db(a, n_fft) - long_term_spectrum_db(b, n_fft)
+    return float(np.sqrt(np.mean(d**2)))
+
+
 def speech_shaped_noise(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Gaussian noise with a long-term speech-like spectrum (peak 300–700 Hz, −6…−12 dB/oct
     above); unit RMS."""

@@ -30,6 +30,8 @@ ADDED_LATER: dict[str, Any] = {
     "same_recording": 0.0,
     "shared_channel": 0.0,
     "self_pair": 0.0,
+    "colour_match": 0.0,
+    "colour_candidates": 4,
     "eq_highpass": 1.0,
     "rumble": 0.0,
     "rumble_db": (-30.0, -6.0),
@@ -99,6 +101,13 @@ class SynthOptions:
             recorded person again (other clips, speed factors at least ``SELF_PAIR_RATIO`` apart
             where ``recorded_speed`` allows, one channel draw): pairs that only pitch and
             formants tell apart, with nothing in the recording chain to go by.
+        colour_match: probability that each further recorded source of a mixture is the one,
+            of ``colour_candidates`` rendered people (each with its own speed and chain draw),
+            whose long-term spectrum is closest to the first recorded source's
+            (``dsp.colour_distance``): pairs as alike in colour as voices recorded in one
+            studio, so that a model must tell them apart by what changes over time.
+        colour_candidates: how many people ``colour_match`` renders to choose from (2–16;
+            generation time grows with it).
         codec: probability of passing an utterance through a lossy speech codec at 8 kHz
             (GSM 6.10, G.721, µ-law, IMA ADPCM, low-bitrate MP3/Opus; recorded prompt sets and
             telephone speech carry such artifacts); 0 disables.
@@ -138,6 +147,8 @@ class SynthOptions:
     same_recording: float = 0.0
     shared_channel: float = 0.0
     self_pair: float = 0.0
+    colour_match: float = 0.0
+    colour_candidates: int = 4
     rumble: float = 0.5
     rumble_db: tuple[float, float] = (-30.0, -6.0)
     codec: float = 0.5
@@ -173,11 +184,14 @@ class SynthOptions:
             "same_recording",
             "shared_channel",
             "self_pair",
+            "colour_match",
             "eq_highpass",
             "rumble",
         ):
             if not 0 <= getattr(self, key) <= 1:
                 raise bad(key, "must be in [0, 1]")
+        if not 2 <= self.colour_candidates <= 16:
+            raise bad("colour_candidates", f"must be in 2..16, got {self.colour_candidates}")
         if not -60 <= self.rumble_db[0] <= self.rumble_db[1] <= 10:
             raise bad("rumble_db", "needs -60 <= low <= high <= 10 dB")
         if not 0 <= self.word_gap <= 50:

@@ -243,9 +243,7 @@ def installed_packages() -> dict[str, Path]:
     }
 
 
-def locate(
-    recorded_dir: str | os.PathLike[str] | None, cache: Path, log
-) -> dict[str, list[Clip]]:
+def locate(recorded_dir: str | os.PathLike[str] | None, cache: Path, log) -> dict[str, list[Clip]]:
     """Clips per speaker: from ``recorded_dir``, or the installed / cached / fetched packages."""
     if recorded_dir is not None:
         folder = Path(recorded_dir).expanduser()
@@ -409,7 +407,7 @@ def ensure_bank(
         return build_bank(locate(recorded_dir, cache_dir, log), bank, sr, log)
 
 
-@functools.lru_cache(maxsize=None)  # one entry per speaker of the bank
+@functools.cache  # one entry per speaker of the bank
 def _mapped(path: str) -> np.ndarray:
     """The int16 audio of one bank speaker, memory-mapped once per process."""
     return np.load(path, mmap_mode="r")

@@ -75,7 +75,9 @@ def audio_files(folder: Path, pattern: str = "*") -> list[Path]:
 
     A link to a recording another folder also holds is dropped later, by content.
     """
-    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    return sorted(
+        p for p in folder.glob(pattern) if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
+    )
 
 
 # Fish Fillets NG: clips ``<level>/<lang>/<level>-<character>-<line>.ogg``; "m" / "v" are the

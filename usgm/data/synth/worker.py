@@ -62,10 +62,10 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
         ``(index, mixture_ID, length)`` per mixture.
     """
     # Imported here: the synthesiser stack is only needed inside workers.
+    from usgm.data.synth.dsp import colour_distance
     from usgm.data.synth.espeak import Espeak
     from usgm.data.synth.noise import make_babble_bank, mixture_noise
-    from usgm.data.synth.recorded import render_recorded
-    from usgm.data.synth.speech import apply_channel, render_utterance
+    from usgm.data.synth.speech import render_utterance
     from usgm.data.synth.voicepacks import recording_group
 
     opts, sr = task.options, task.sample_rate
@@ -89,9 +89,12 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
         self_pair = opts.self_pair > 0 and rng.random() < opts.self_pair
         if self_pair and channel_seed is None:
             channel_seed = int(rng.integers(2**62))
+        colour = opts.colour_match > 0 and rng.random() < opts.colour_match
         group = None  # recording source of the first recorded person who has one
         first = None  # the first recorded person, again in a self pair
+        first_x: np.ndarray | None = None  # their source, which colour matching compares to
         speeds: list[float] = []
+
         for j, spk in enumerate(speakers):
             # Recorded people are drawn without replacement too: different people per mixture.
             free = [r for r in task.recorded if r not in speakers]
@@ -100,17 +103,25 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
             if self_pair and first is not None:
                 free = [first]
             if free and opts.recorded_fraction > 0 and rng.random() < opts.recorded_fraction:
-                speakers[j] = free[int(rng.integers(len(free)))]
+                taken = speeds if self_pair else []
+                if colour and first_x is not None and len(free) > 1:
+                    # The closest in colour of a few rendered people (their own speed and chain).
+                    picks = rng.choice(len(free), min(opts.colour_candidates, len(free)), False)
+                    tries = [_render_source(free[i], rng, sr, opts, channel_seed, taken)
+                             for i in picks]  # fmt: skip
+                    dist = [colour_distance(x, first_x) for x, _ in tries]
+                    best = int(np.argmin(dist))
+                    speakers[j] = free[picks[best]]
+                    x, speed = tries[best]
+                else:
+                    speakers[j] = free[int(rng.integers(len(free)))]
+                    x, speed = _render_source(speakers[j], rng, sr, opts, channel_seed, taken)
                 if group is None:
                     group = recording_group(speakers[j].spk_id)
                 if first is None:
-                    first = speakers[j]
-                target_s = rng.uniform(*opts.utterance_s)
-                speed = _speed_apart(rng, opts.recorded_speed, speeds if self_pair else [])
+                    first, first_x = speakers[j], x
                 speeds.append(speed)
-                x = render_recorded(speakers[j], rng, sr, target_s, speed, opts.recorded_gap)
-                chain = rng if channel_seed is None else np.random.default_rng(channel_seed)
-                sources.append(apply_channel(x, chain, sr, opts))
+                sources.append(x)
             else:
                 sources.append(render_utterance(tts, spk, rng, sr, opts))
         lengths = [len(s) for s in sources]
@@ -129,6 +140,22 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
             _write_wav(out / kind / f"{mixture_id}.wav", data, sr)
         rows.append((index, mixture_id, n))
     return rows
+
+
+def _render_source(
+    person, rng: np.random.Generator, sr: int, opts, channel_seed: int | None, taken: list[float]
+) -> tuple[np.ndarray, float]:
+    """One recorded source: an utterance of ``person`` at a drawn speed, through the recording
+    chain (``channel_seed``: the mixture's shared draw). ``taken``: speed factors to keep apart
+    from (a self pair's). Returns the source (T,) and its speed factor."""
+    from usgm.data.synth.recorded import render_recorded
+    from usgm.data.synth.speech import apply_channel
+
+    target_s = rng.uniform(*opts.utterance_s)
+    speed = _speed_apart(rng, opts.recorded_speed, taken)
+    x = render_recorded(person, rng, sr, target_s, speed, opts.recorded_gap)
+    chain = rng if channel_seed is None else np.random.default_rng(channel_seed)
+    return apply_channel(x, chain, sr, opts), speed
 
 
 #: Smallest ratio between the speed factors of one person's sources in a self pair.
@@ -161,9 +188,7 @@ def _write_wav(path: Path, data: np.ndarray, sr: int) -> None:
         sf.write(path, data, sr, subtype="PCM_16")
     except (OSError, sf.LibsndfileError) as err:
         free = shutil.disk_usage(path.parent).free / 2**20
-        raise OSError(
-            f"could not write {path} ({err}); {free:.0f} MiB free on that disk"
-        ) from err
+        raise OSError(f"could not write {path} ({err}); {free:.0f} MiB free on that disk") from err
 
 
 def main(argv: list[str] | None = None) -> int:
