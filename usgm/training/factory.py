@@ -126,7 +126,10 @@ def ensure_default_data(data_cfg: DictConfig) -> None:
         overwrite = True
     else:
         log.info("No dataset at %s: generating the default corpus once.", root)
-        print(f"[usgm] generating the default dataset into {root} (one-time, about a minute) ...")
+        print(
+            f"[usgm] generating the default dataset into {root} (one-time; 2-3 minutes on"
+            " 2 cores with the default options) ..."
+        )
     make_dataset(
         root,
         n_src=int(data_cfg.n_src),
