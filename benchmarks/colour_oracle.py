@@ -36,8 +36,7 @@ import real_speech_transfer as rst
 
 from usgm.losses import si_snr
 
-N_FFT = 256  # 32 ms at 8 kHz
-HOP = 64
+N_FFT = 256  # 32 ms at 8 kHz (hop a quarter of it)
 
 
 def colour_oracle(
@@ -104,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mix-dir", type=Path, default=rst.DEFAULT_CACHE / "mix")
     p.add_argument("--n-src", type=int, default=2)
     p.add_argument("--synthetic-root", type=Path, action="append", default=[],
-                   help="generated corpus whose test split to score (repeatable)")  # fmt: skip
-    p.add_argument("--split", default="test", help="split of the generated corpora: test, "
-                   "dev or train-360 (test by default)")  # fmt: skip
+                   help="generated corpus to score (repeatable)")  # fmt: skip
+    p.add_argument("--split", default="test", choices=("test", "dev", "train-360"),
+                   help="split of the generated corpora to score")  # fmt: skip
     p.add_argument("--limit", type=int, default=None, help="at most this many mixtures per corpus")
     p.add_argument("--out", type=Path, default=None, help="JSON report")
     args = p.parse_args(argv)
