@@ -19,6 +19,14 @@ def _tone_speech(rng: np.random.Generator, f0: float, seconds: float) -> np.ndar
     return (0.3 * x * env / 4).astype(np.float32)
 
 
+def np_si_snr(est: np.ndarray, ref: np.ndarray) -> float:
+    """Independent SI-SNR reference in numpy (zero-mean, projection onto the reference)."""
+    ref = ref - ref.mean()
+    est = est - est.mean()
+    t = (est @ ref) / (ref @ ref) * ref
+    return 10 * np.log10((t @ t) / ((est - t) @ (est - t)))
+
+
 @pytest.fixture(scope="module")
 def speech_dir(tmp_path_factory) -> Path:
     """Stand-in prompts under the dev set's speaker keys (what ``--speech-dir`` reads): one

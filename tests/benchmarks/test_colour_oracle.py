@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.benchmarks.conftest import np_si_snr
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 SR = 8000
 
@@ -31,12 +33,6 @@ def _band_noise(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.nd
     return 0.1 * x / x.std()
 
 
-def _si_snr(est: np.ndarray, ref: np.ndarray) -> float:
-    est, ref = est - est.mean(), ref - ref.mean()
-    proj = (est @ ref) / (ref @ ref) * ref
-    return 10 * np.log10((proj @ proj) / ((est - proj) @ (est - proj)))
-
-
 def test_sources_in_disjoint_bands_are_separated_almost_perfectly(co) -> None:
     rng = np.random.default_rng(0)
     n = 3 * SR
@@ -45,7 +41,7 @@ def test_sources_in_disjoint_bands_are_separated_almost_perfectly(co) -> None:
     est = co.colour_oracle(mix, srcs)
     assert est.shape == srcs.shape
     for e, s in zip(est, srcs, strict=True):
-        assert _si_snr(e, s) > 15  # the window's leakage at the band edges only
+        assert np_si_snr(e, s) > 15  # the window's leakage at the band edges only
     r = co.score_set([("m", mix, srcs)])
     assert r["n"] == 1 and r["si_snri"] > 15
 
@@ -58,7 +54,7 @@ def test_sources_of_one_colour_gain_nothing(co) -> None:
     est = co.colour_oracle(srcs.sum(0), srcs)
     inner = slice(256, -256)  # away from the STFT's edge frames
     for e in est:  # the filter is 1/2 up to the spread of a finite-sample spectrum
-        assert _si_snr(e[inner], srcs.sum(0)[inner]) > 20
+        assert np_si_snr(e[inner], srcs.sum(0)[inner]) > 20
     r = co.score_set([("m", srcs.sum(0), srcs)])
     assert abs(r["si_snri"]) < 0.3
 
@@ -85,8 +81,8 @@ def test_noise_is_filtered_by_its_own_spectrum(co) -> None:
     mix = srcs.sum(0) + noise
     est = co.colour_oracle(mix, srcs)
     inner = slice(256, -256)
-    assert _si_snr(mix[inner], srcs.sum(0)[inner]) < 5
-    assert _si_snr(est.sum(0)[inner], srcs.sum(0)[inner]) > 20  # noise gone, speech kept
+    assert np_si_snr(mix[inner], srcs.sum(0)[inner]) < 5
+    assert np_si_snr(est.sum(0)[inner], srcs.sum(0)[inner]) > 20  # noise gone, speech kept
 
 
 def test_cli_reports_real_probes_and_a_generated_test_split(

@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from tests.benchmarks.conftest import np_si_snr
 from usgm.data.mixing import loudness
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "real_speech_transfer.py"
@@ -134,14 +135,6 @@ def test_breakdown_groups_by_speaker_and_sexes(rst) -> None:
     }  # fmt: skip
 
 
-def _np_si_snr(est: np.ndarray, ref: np.ndarray) -> float:
-    """Independent SI-SNR reference in numpy (zero-mean, projection onto the reference)."""
-    ref = ref - ref.mean()
-    est = est - est.mean()
-    t = (est @ ref) / (ref @ ref) * ref
-    return 10 * np.log10((t @ t) / ((est - t) @ (est - t)))
-
-
 def test_denoise_only_reference_matches_a_direct_computation(rst) -> None:
     """The 'denoise only' column: SI-SNRi of outputting the clean mixture in every channel."""
     rng = np.random.default_rng(1)
@@ -155,7 +148,7 @@ def test_denoise_only_reference_matches_a_direct_computation(rst) -> None:
 
     res = rst.score(Echo(), [("m0", mix, srcs)])
     clean = srcs.sum(0)
-    want = np.mean([_np_si_snr(clean, s) - _np_si_snr(mix, s) for s in srcs])
+    want = np.mean([np_si_snr(clean, s) - np_si_snr(mix, s) for s in srcs])
     assert res["si_snri"] == pytest.approx(0.0, abs=1e-4)
     assert res["denoise_only_si_snri"] == pytest.approx(want, abs=1e-3)
     assert res["per_mixture"] == {"m0": pytest.approx(0.0, abs=1e-3)}
@@ -179,14 +172,14 @@ def test_own_denoising_is_scored_from_the_sum_of_the_outputs(rst) -> None:
             return type("Out", (), {"est": torch.from_numpy(wrong.astype(np.float32))[None]})()
 
     res = rst.score(Fixed(), [("m0", mix, srcs)])
-    base = np.mean([_np_si_snr(mix, s) for s in srcs])
-    sep = np.mean([_np_si_snr(wrong[i], srcs[i]) for i in range(2)]) - base
-    own = np.mean([_np_si_snr(est_sum, s) for s in srcs]) - base
+    base = np.mean([np_si_snr(mix, s) for s in srcs])
+    sep = np.mean([np_si_snr(wrong[i], srcs[i]) for i in range(2)]) - base
+    own = np.mean([np_si_snr(est_sum, s) for s in srcs]) - base
     assert res["si_snri"] == pytest.approx(sep, abs=1e-3)
     assert res["own_denoise_si_snri"] == pytest.approx(own, abs=1e-3)
     assert res["own_denoise_si_snri"] < res["denoise_only_si_snri"]
     assert res["se_gain_db"] == pytest.approx(
-        _np_si_snr(est_sum, clean) - _np_si_snr(mix, clean), abs=1e-3
+        np_si_snr(est_sum, clean) - np_si_snr(mix, clean), abs=1e-3
     )
     assert res["split_gain_db"] == pytest.approx(sep - own, abs=1e-3)
 

@@ -62,7 +62,7 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
         ``(index, mixture_ID, length)`` per mixture.
     """
     # Imported here: the synthesiser stack is only needed inside workers.
-    from usgm.data.synth.dsp import colour_distance
+    from usgm.data.synth.dsp import long_term_spectrum_db
     from usgm.data.synth.espeak import Espeak
     from usgm.data.synth.noise import make_babble_bank, mixture_noise
     from usgm.data.synth.speech import render_utterance
@@ -93,6 +93,7 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
         group = None  # recording source of the first recorded person who has one
         first = None  # the first recorded person, again in a self pair
         first_x: np.ndarray | None = None  # their source, which colour matching compares to
+        first_colour: np.ndarray | None = None
         speeds: list[float] = []
 
         for j, spk in enumerate(speakers):
@@ -109,7 +110,8 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
                     picks = rng.choice(len(free), min(opts.colour_candidates, len(free)), False)
                     tries = [_render_source(free[i], rng, sr, opts, channel_seed, taken)
                              for i in picks]  # fmt: skip
-                    dist = [colour_distance(x, first_x) for x, _ in tries]
+                    dist = [np.mean((long_term_spectrum_db(x) - first_colour) ** 2)
+                            for x, _ in tries]  # fmt: skip
                     best = int(np.argmin(dist))
                     speakers[j] = free[picks[best]]
                     x, speed = tries[best]
@@ -120,6 +122,8 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
                     group = recording_group(speakers[j].spk_id)
                 if first is None:
                     first, first_x = speakers[j], x
+                    if colour:  # once per mixture, not once per candidate
+                        first_colour = long_term_spectrum_db(x)
                 speeds.append(speed)
                 sources.append(x)
             else:
