@@ -38,7 +38,9 @@
 # /tmp/usgm_cache), EXTRA_OVERRIDES (Hydra overrides for both stages), CURVE=1 (stage 2 also
 # scores every kept epoch checkpoint: transfer over training; pair with
 # callbacks.model_checkpoint.save_top_k=-1; CURVE_EVERY=N scores every N-th epoch only),
-# CHANNEL_PROBE=1 (stage 2 adds the channel probe to the best checkpoint's report), WHL_DIR (wheel folder to
+# CHANNEL_PROBE=1 (stage 2 adds the channel probe to the best checkpoint's report), REF_TEST=1
+# (stage 2 also scores the best checkpoint on the test split of the default recipe, without
+# EXTRA_OVERRIDES but with REF_OVERRIDES: real_speech_transfer_default_test.json), WHL_DIR (wheel folder to
 # install, default .whl; the device image has scipy, so a copy without it leaves room for a
 # larger .rec within the carry limit).
 set -euo pipefail
@@ -83,6 +85,10 @@ COMMON=(experiment=default_gpu "paths.log_dir=$RUN/logs" "data.root=$DATA")
 [ -n "${REC_DIR:-}" ] && COMMON+=("data.generate.recorded_dir=$REC_DIR")
 # Extra Hydra overrides for both stages (space-separated), e.g. a data-recipe variant.
 read -r -a EXTRA <<<"${EXTRA_OVERRIDES:-}"
+# REF_TEST's corpus: without them (the exact default recipe), plus REF_OVERRIDES if given.
+BASE=("${COMMON[@]}")
+read -r -a REF_EXTRA <<<"${REF_OVERRIDES:-}"
+BASE+=("${REF_EXTRA[@]}")
 COMMON+=("${EXTRA[@]}")
 if [ -n "${GPU_TRANSFER_TINY:-}" ]; then
   COMMON+=(trainer=cpu trainer.precision=32 data.num_workers=0 data.pin_memory=false
@@ -91,9 +97,25 @@ if [ -n "${GPU_TRANSFER_TINY:-}" ]; then
            model.net.n_filters=16 model.net.d_model=16 model.net.n_heads=2 model.net.d_ffn=32
            model.net.chunk_size=10 "model.net.ss={n_blocks: 1, n_intra: 1, n_inter: 1}"
            callbacks.audio_examples.n_examples=1)
+  BASE+=(data.generate.n_train=12 data.generate.n_dev=3 data.generate.n_test=3)
 else
   COMMON+=(trainer=gpu)
+  BASE+=(data.generate.n_train=50)
 fi
+generate() {  # Hydra overrides → the corpus train.py would generate from them (data.generate)
+  "$PY" - "$@" <<'PYEOF'
+import os, sys, time
+from hydra import compose, initialize_config_dir
+from usgm.training.factory import ensure_default_data, register_resolvers
+register_resolvers()
+with initialize_config_dir(version_base="1.3", config_dir=os.path.abspath("conf")):
+    cfg = compose("train", overrides=[o for o in sys.argv[1:] if not o.startswith("trainer")],
+                  return_hydra_config=False)
+t = time.time()
+ensure_default_data(cfg.data)
+print(f"[gpu-transfer] generated {cfg.data.root} in {time.time() - t:.1f} s", flush=True)
+PYEOF
+}
 hms() { printf '00:%02d:%02d:%02d' $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60)); }
 # After a training call: note its last checkpoint and the training seconds reached so far (the
 # next call resumes from both), and return its results.json as $OUT/$2.
@@ -116,18 +138,7 @@ if [ "$STAGE" = 1 ]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null | tee "$OUT/gpu.txt" || true
   # Generate with the same options train.py would use (data.generate of the experiment).
   G0=$(date +%s)
-  "$PY" - "${COMMON[@]}" <<'PYEOF'
-import os, sys, time
-from hydra import compose, initialize_config_dir
-from usgm.training.factory import ensure_default_data, register_resolvers
-register_resolvers()
-with initialize_config_dir(version_base="1.3", config_dir=os.path.abspath("conf")):
-    cfg = compose("train", overrides=[o for o in sys.argv[1:] if not o.startswith("trainer")],
-                  return_hydra_config=False)
-t = time.time()
-ensure_default_data(cfg.data)
-print(f"[gpu-transfer] generated {cfg.data.root} in {time.time() - t:.1f} s", flush=True)
-PYEOF
+  generate "${COMMON[@]}"
   echo "{\"generate_s\": $(($(date +%s) - G0))}" > "$OUT/generate.json"
   # Train for what is left of this call (margin for start-up, last validation, checkpoint).
   LEFT=$((CALL_LIMIT - ($(date +%s) - T0) - ${MARGIN_S:-75}))
@@ -174,7 +185,7 @@ elif [ "$STAGE" = 2 ]; then
   DEV=cuda
   [ -n "${GPU_TRANSFER_TINY:-}" ] && DEV=cpu
   score_real() {  # checkpoint, JSON out, extra options
-    local args=(--model "$1" --synthetic-root "$DATA" --mix-dir "$MIX_DIR" --n-src 2
+    local args=(--model "$1" --synthetic-root "${SYN_ROOT:-$DATA}" --mix-dir "$MIX_DIR" --n-src 2
                 --device "$DEV" --out "$2" "${@:3}")
     [ -n "${GPU_TRANSFER_TINY:-}" ] && args+=(--smoke --speech-dir "${SPEECH_DIR:?}")
     "$PY" benchmarks/real_speech_transfer.py "${args[@]}"
@@ -184,6 +195,14 @@ elif [ "$STAGE" = 2 ]; then
   PROBE=()
   [ -n "${CHANNEL_PROBE:-}" ] && PROBE=(--channel-probe)
   score_real "$BEST" "$OUT/real_speech_transfer.json" "${PROBE[@]}"
+  if [ -n "${REF_TEST:-}" ]; then
+    # A data-recipe variant (EXTRA_OVERRIDES) changes the test split too: also score the best
+    # checkpoint on the exact default recipe's test split. Splits are seeded apart, so a corpus
+    # with few training mixtures has the same test split as the full default one.
+    REF="$RUN/ref_data/default_2mix"
+    [ -f "$REF/DONE" ] || generate "${BASE[@]/#data.root=*/data.root=$REF}"
+    SYN_ROOT=$REF score_real "$BEST" "$OUT/real_speech_transfer_default_test.json"
+  fi
   if [ -n "${CURVE:-}" ]; then
     # Transfer over training: every kept epoch checkpoint (EXTRA_OVERRIDES with
     # callbacks.model_checkpoint.save_top_k=-1) scored on both sets → $OUT/curve.tgz.

@@ -61,8 +61,11 @@ def test_stages_one_resume_two_train_the_total_and_score(tmp_path: Path, speech_
         "CURVE": "1",
         "CURVE_EVERY": "1000",
         "CHANNEL_PROBE": "1",
-        # eSpeak speakers only: no recorded-speech bank on a CI machine.
-        "EXTRA_OVERRIDES": "data.generate.recorded_fraction=0",
+        # eSpeak speakers only: no recorded-speech bank on a CI machine. A recipe variant
+        # (every utterance reverberant) for training; REF_TEST scores the plain recipe's test split too.
+        "EXTRA_OVERRIDES": "data.generate.recorded_fraction=0 +data.generate.reverb=1.0",
+        "REF_TEST": "1",
+        "REF_OVERRIDES": "data.generate.recorded_fraction=0",
     }
     real_set = ROOT / "data" / "real_speech" / "mix"
     before = _snapshot(real_set)
@@ -90,6 +93,14 @@ def test_stages_one_resume_two_train_the_total_and_score(tmp_path: Path, speech_
         "one_codec",
         "both_codec",
     }
+    # REF_TEST: the same best checkpoint on the default recipe's test split (a corpus of its own,
+    # without the variant), beside the variant's own test split; the real set is the same.
+    ref = json.loads((outdir / "real_speech_transfer_default_test.json").read_text())
+    ref_done = json.loads((run / "ref_data" / "default_2mix" / "DONE").read_text())
+    var_done = json.loads((run / "data" / "default_2mix" / "DONE").read_text())
+    assert ref_done != var_done
+    assert ref["synthetic"]["si_snri"] != res["synthetic"]["si_snri"]
+    assert ref["real"]["2spk"]["si_snri"] == pytest.approx(res["real"]["2spk"]["si_snri"], abs=1e-4)
     with tarfile.open(outdir / "csv.tgz") as tar:
         runs = {Path(n).parts[-2] for n in tar.getnames() if n.endswith("metrics.csv")}
     assert len(runs) == 3  # stage 1, resume, stage 2: one run directory each
