@@ -91,13 +91,13 @@ read -r -a REF_EXTRA <<<"${REF_OVERRIDES:-}"
 BASE+=("${REF_EXTRA[@]}")
 COMMON+=("${EXTRA[@]}")
 if [ -n "${GPU_TRANSFER_TINY:-}" ]; then
+  TINY_COUNTS=(data.generate.n_train=12 data.generate.n_dev=3 data.generate.n_test=3)
+  BASE+=("${TINY_COUNTS[@]}")
   COMMON+=(trainer=cpu trainer.precision=32 data.num_workers=0 data.pin_memory=false
-           data.segment=0.5 data.batch_size=2
-           data.generate.n_train=12 data.generate.n_dev=3 data.generate.n_test=3
+           data.segment=0.5 data.batch_size=2 "${TINY_COUNTS[@]}"
            model.net.n_filters=16 model.net.d_model=16 model.net.n_heads=2 model.net.d_ffn=32
            model.net.chunk_size=10 "model.net.ss={n_blocks: 1, n_intra: 1, n_inter: 1}"
            callbacks.audio_examples.n_examples=1)
-  BASE+=(data.generate.n_train=12 data.generate.n_dev=3 data.generate.n_test=3)
 else
   COMMON+=(trainer=gpu)
   BASE+=(data.generate.n_train=50)

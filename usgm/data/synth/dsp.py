@@ -312,10 +312,14 @@ def long_term_spectrum_db(x: np.ndarray, n_fft: int = 256) -> np.ndarray:
     return db - db.mean()
 
 
+def spectrum_distance(a_db: np.ndarray, b_db: np.ndarray) -> float:
+    """RMS difference (dB) of two :func:`long_term_spectrum_db` results, shape (F,) each."""
+    return float(np.sqrt(np.mean((a_db - b_db) ** 2)))
+
+
 def colour_distance(a: np.ndarray, b: np.ndarray, n_fft: int = 256) -> float:
     """RMS difference of two signals' :func:`long_term_spectrum_db` (dB; level-blind)."""
-    d = long_term_spectrum_db(a, n_fft) - long_term_spectrum_db(b, n_fft)
-    return float(np.sqrt(np.mean(d**2)))
+    return spectrum_distance(long_term_spectrum_db(a, n_fft), long_term_spectrum_db(b, n_fft))
 
 
 def speech_shaped_noise(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:

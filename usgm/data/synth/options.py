@@ -104,7 +104,7 @@ class SynthOptions:
         colour_match: probability that each further recorded source of a mixture is the one,
             of ``colour_candidates`` rendered people (each with its own speed and chain draw),
             whose long-term spectrum is closest to the first recorded source's
-            (``dsp.colour_distance``): pairs as alike in colour as voices recorded in one
+            (``dsp.spectrum_distance``): pairs as alike in colour as voices recorded in one
             studio, so that a model must tell them apart by what changes over time.
         colour_candidates: how many people ``colour_match`` renders to choose from (2–16;
             generation time grows with it).

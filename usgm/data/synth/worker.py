@@ -62,7 +62,7 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
         ``(index, mixture_ID, length)`` per mixture.
     """
     # Imported here: the synthesiser stack is only needed inside workers.
-    from usgm.data.synth.dsp import long_term_spectrum_db
+    from usgm.data.synth.dsp import long_term_spectrum_db, spectrum_distance
     from usgm.data.synth.espeak import Espeak
     from usgm.data.synth.noise import make_babble_bank, mixture_noise
     from usgm.data.synth.speech import render_utterance
@@ -110,7 +110,7 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
                     picks = rng.choice(len(free), min(opts.colour_candidates, len(free)), False)
                     tries = [_render_source(free[i], rng, sr, opts, channel_seed, taken)
                              for i in picks]  # fmt: skip
-                    dist = [np.mean((long_term_spectrum_db(x) - first_colour) ** 2)
+                    dist = [spectrum_distance(long_term_spectrum_db(x), first_colour)
                             for x, _ in tries]  # fmt: skip
                     best = int(np.argmin(dist))
                     speakers[j] = free[picks[best]]
