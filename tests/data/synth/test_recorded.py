@@ -431,3 +431,75 @@ def test_colour_match_pairs_people_closer_in_colour(tmp_path: Path) -> None:
         assert first != second
     info = read_info(matched)["options"]
     assert info["colour_match"] == 1.0 and info["colour_candidates"] == 6
+
+
+def test_folder_speaker_id_spells_digits_as_letters() -> None:
+    assert rec.folder_speaker_id("103") == "bad"
+    assert rec.folder_speaker_id("p225") == "pccf"
+    assert rec.folder_speaker_id("Ann-Marie_2") == "annmariec"
+    assert all(rec.is_speaker_id(rec.folder_speaker_id(n)) for n in ("0", "19", "VCTK_p1"))
+
+
+def _corpus(root: Path, layout: dict[str, list[str]], seconds: float = 1.5) -> Path:
+    """A speech corpus of one's own: ``<split>/<speaker>/<chapter>/<utterance>.flac``."""
+    rng = np.random.default_rng(0)
+    for split, speakers in layout.items():
+        for k, name in enumerate(speakers):
+            folder = root / split / name / "ch1"
+            folder.mkdir(parents=True)
+            t = np.arange(int(seconds * 8000)) / 8000
+            x = 0.3 * np.sin(2 * np.pi * (150 + 40 * k) * t) + 0.01 * rng.standard_normal(len(t))
+            sf.write(folder / f"{name}-ch1-0000.flac", x, 8000, subtype="PCM_16")
+    return root
+
+
+def test_recorded_dir_split_folders_are_the_pools(tmp_path: Path) -> None:
+    root = _corpus(
+        tmp_path / "corpus", {"train": ["103", "1034", "p225"], "dev": ["2"], "test": ["Zed"]}
+    )
+    speakers = rec.ensure_bank(8000, recorded_dir=root, cache=tmp_path / "c")
+    expect = [("bad", "train"), ("bade", "train"), ("c", "dev"), ("pccf", "train"), ("zed", "test")]
+    assert [(s.spk_id, s.pool) for s in speakers] == expect
+    assert all(s.seconds == pytest.approx(1.5, abs=0.2) for s in speakers)  # found one level down
+    again = rec.ensure_bank(8000, recorded_dir=root, cache=tmp_path / "c")  # from bank.json
+    assert [(s.spk_id, s.pool) for s in again] == expect
+    # The same audio as a flat folder of speaker IDs: the pools of voicepacks.POOLS (train).
+    flat = tmp_path / "flat"
+    for s in speakers:
+        (flat / s.spk_id).mkdir(parents=True)
+        sf.write(flat / s.spk_id / "a.wav", np.load(s.path), 8000, subtype="PCM_16")
+    assert {s.pool for s in rec.ensure_bank(8000, recorded_dir=flat, cache=tmp_path / "c")} == {
+        "train"
+    }
+
+
+def test_recorded_dir_split_folders_reject_clashes_and_empty_splits(tmp_path: Path) -> None:
+    clash = _corpus(tmp_path / "clash", {"train": ["ab"], "dev": ["AB"]})
+    with pytest.raises(DataError, match=r"train/ab.*dev/AB"):
+        rec.ensure_bank(8000, recorded_dir=clash, cache=tmp_path / "c")
+    empty = _corpus(tmp_path / "empty", {"train": ["ab"]})
+    (empty / "test" / "cd").mkdir(parents=True)  # a speaker folder without audio
+    with pytest.raises(DataError, match=str(empty / "test")):
+        rec.ensure_bank(8000, recorded_dir=empty, cache=tmp_path / "c")
+
+
+def test_corpus_from_split_folders_holds_out_their_people(tmp_path: Path) -> None:
+    corpus = _corpus(
+        tmp_path / "corpus",
+        {"train": ["11", "12", "13"], "dev": ["21", "22"]},  # no test/: eSpeak there
+    )
+    messages: list[str] = []
+    rec.locate(corpus, tmp_path / "cache", messages.append)
+    assert any("no test/ folder" in m for m in messages)
+    root = make_dataset(
+        tmp_path / "c", n_train=6, n_dev=3, n_test=2, seed=3, num_workers=1,
+        recorded_fraction=1.0, cache_dir=tmp_path / "cache", recorded_dir=corpus,
+    )  # fmt: skip
+    people = {}
+    for split in ("train-360", "dev", "test"):
+        spk = [part.split("-")[0] for mid in _ids(root, split) for part in mid.split("_")]
+        people[split] = {s for s in spk if not s.isdigit()}
+    assert people["train-360"] == {"bb", "bc", "bd"}
+    assert people["dev"] == {"cb", "cc"}
+    assert people["test"] == set()  # every test source is an eSpeak speaker
+    assert read_info(root)["recorded_speakers"]["cb"]["pool"] == "dev"

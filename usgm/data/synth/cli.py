@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--recorded-dir", default=None, metavar="DIR",
-        help="recorded voices, one sub-folder per speaker ID (default: installed packages, "
-        "cache, or apt-get download; see benchmarks/pack_recorded.py)",
+        help="recorded voices: one sub-folder per speaker ID (benchmarks/pack_recorded.py), or "
+        "train/, dev/, test/ with one sub-folder per speaker each (a corpus of your own; the "
+        "split folders are the pools). Default: installed packages, cache, or apt-get download",
     )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")

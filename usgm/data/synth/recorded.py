@@ -6,9 +6,13 @@ real recorded voices from Debian packages (games and KDE learning games; the cat
 :mod:`usgm.data.synth.voicepacks`), fetched on demand with ``apt-get download`` (no root needed)
 into a cache; usgm ships none of the audio.
 
-Lookup order: an explicit ``recorded_dir`` (one sub-folder of clips per speaker ID, e.g. from
-``benchmarks/pack_recorded.py``); else per package the installed copy, or the cache
-(``$USGM_CACHE`` or ``~/.cache/usgm``), or a download into the cache.
+Lookup order: an explicit ``recorded_dir``; else per package the installed copy, or the cache
+(``$USGM_CACHE`` or ``~/.cache/usgm``), or a download into the cache. A ``recorded_dir`` holds
+either one sub-folder of clips per speaker ID (``benchmarks/pack_recorded.py`` writes this; the
+speakers keep the pools of :data:`voicepacks.POOLS`, others train), or ``train/``, ``dev/`` and
+``test/`` with one sub-folder per speaker each, audio at any depth below it (a corpus of your
+own, e.g. LibriSpeech's ``<speaker>/<chapter>/*.flac``): the split folders are the pools, so
+validation and test see held-out people.
 
 The clips are decoded once per sample rate into a *bank*: one int16 ``.npy`` per speaker (clips
 back to back, trimmed of leading/trailing silence, duplicates dropped) plus ``bank.json`` with
@@ -79,7 +83,8 @@ class RecordedSpeaker:
 
     Attributes:
         spk_id: short ID used in mixture IDs (letters only: ``fcsm``, ``hwpirate`` …).
-        pool: ``train``, ``dev`` or ``test`` (see :data:`voicepacks.POOLS`).
+        pool: ``train``, ``dev`` or ``test`` (:data:`voicepacks.POOLS`, or the split folder of
+            a ``recorded_dir``).
         path: int16 ``.npy`` file with every clip of the speaker back to back.
         offsets: clip boundaries in samples, ``len(clips) + 1`` increasing values from 0.
         sample_rate: rate of the bank, Hz.
@@ -114,6 +119,60 @@ def folder_clips(folder: Path) -> dict[str, list[Clip]]:
         if d.is_dir() and is_speaker_id(d.name)
         and (files := audio_files(d))
     }  # fmt: skip
+
+
+# Pools of a recorded_dir with split folders, under these names.
+SPLIT_FOLDERS = ("train", "dev", "test")
+
+
+def folder_speaker_id(name: str) -> str:
+    """The speaker ID of a corpus folder name: lower-case letters, digits spelt as letters.
+
+    Mixture IDs join speaker IDs with ``_`` and ``-`` and tell eSpeak speakers by their digits,
+    so a recorded ID is letters only: ``103`` → ``bad``, ``p225`` → ``pccf``.
+    """
+    return "".join(
+        chr(ord("a") + int(c)) if c.isdigit() else c.lower()
+        for c in name if c.isascii() and c.isalnum()
+    )  # fmt: skip
+
+
+def has_split_folders(folder: Path) -> bool:
+    """Whether ``folder`` is laid out as ``train/``, ``dev/``, ``test/`` (the train one at least)."""
+    return (folder / "train").is_dir()
+
+
+def split_folder_clips(folder: Path) -> tuple[dict[str, list[Clip]], dict[str, str]]:
+    """Clips and pool per speaker of a corpus laid out as ``<split>/<speaker>/**/<audio>``.
+
+    Returns:
+        ``(clips, pools)``: clips per speaker ID (:func:`folder_speaker_id` of the folder name),
+        and the pool (``train``, ``dev`` or ``test``) of each.
+
+    Raises:
+        DataError: two speaker folders map to one ID, or a split holds no speaker with audio.
+    """
+    clips: dict[str, list[Clip]] = {}
+    pools: dict[str, str] = {}
+    where: dict[str, Path] = {}
+    for split in SPLIT_FOLDERS:
+        if not (folder / split).is_dir():
+            continue
+        for d in sorted(p for p in (folder / split).iterdir() if p.is_dir()):
+            spk = folder_speaker_id(d.name)
+            if not spk:
+                raise DataError(f"recorded_dir: speaker folder {d} has no letters or digits")
+            if spk in where:
+                raise DataError(
+                    f"recorded_dir: speaker folders {where[spk]} and {d} map to one speaker "
+                    f"ID {spk!r}; rename one"
+                )
+            if files := audio_files(d, "**/*"):
+                clips[spk], pools[spk], where[spk] = [Clip(f) for f in files], split, d
+    for split in SPLIT_FOLDERS:
+        if (folder / split).is_dir() and split not in pools.values():
+            raise DataError(f"recorded_dir: {folder / split} holds no speaker folder with audio")
+    return clips, pools
 
 
 def _extract_deb(deb: Path, dest: Path, prefix: str = "") -> None:
@@ -243,22 +302,37 @@ def installed_packages() -> dict[str, Path]:
     }
 
 
-def locate(recorded_dir: str | os.PathLike[str] | None, cache: Path, log) -> dict[str, list[Clip]]:
-    """Clips per speaker: from ``recorded_dir``, or the installed / cached / fetched packages."""
+def locate(
+    recorded_dir: str | os.PathLike[str] | None, cache: Path, log
+) -> tuple[dict[str, list[Clip]], dict[str, str] | None]:
+    """Clips per speaker: from ``recorded_dir``, or the installed / cached / fetched packages.
+
+    Returns:
+        ``(clips, pools)``: clips per speaker ID, and the pool of each when ``recorded_dir``
+        has split folders (else None: :func:`voicepacks.pool_of` decides).
+    """
     if recorded_dir is not None:
         folder = Path(recorded_dir).expanduser()
+        if folder.is_dir() and has_split_folders(folder):
+            clips, pools = split_folder_clips(folder)
+            for split in SPLIT_FOLDERS:
+                if split not in pools.values():
+                    log(f"recorded_dir {folder}: no {split}/ folder, so the {split} split's "
+                        "sources are eSpeak speakers")  # fmt: skip
+            return clips, pools
         clips = folder_clips(folder) if folder.is_dir() else {}
         if not clips:
             raise DataError(
                 f"recorded_dir {folder}: expected one sub-folder of clips per speaker ID "
-                "(lower-case letters, e.g. fcsm, hwpirate), as benchmarks/pack_recorded.py writes"
+                "(lower-case letters, e.g. fcsm, hwpirate), as benchmarks/pack_recorded.py "
+                "writes, or train/, dev/ and test/ folders with one sub-folder per speaker"
             )
-        return clips
+        return clips, None
     roots = installed_packages()
     missing = tuple(p for p in PACKAGES if p not in roots)
     if missing:
         roots |= fetch(cache, missing, log)
-    return find_clips(roots)
+    return find_clips(roots), None
 
 
 def _decode_clip(clip: Clip, sr: int, data: bytes | None = None) -> np.ndarray:
@@ -313,12 +387,15 @@ def build_bank(
     bank: Path,
     sr: int,
     log: Callable[[str], None] = lambda _: None,
+    pools: dict[str, str] | None = None,
 ) -> list[RecordedSpeaker]:
     """Decode ``clips`` (per speaker ID) into a bank at ``sr``, once.
 
     Clips are peak-normalised to 0.5 each (the generator sets loudness later) and stored in
     sorted order, so the bank is identical wherever it is built. Repeated recordings are kept
     once; a speaker keeps at most :data:`MAX_SPEAKER_S` and needs :data:`MIN_SPEAKER_S`.
+    ``pools`` (pool per speaker ID) is kept in the bank; without it
+    :func:`voicepacks.pool_of` gives each speaker's pool.
     """
     if (done := _load_bank(bank, sr)) is not None:
         return done
@@ -361,6 +438,8 @@ def build_bank(
             np.save(tmp / f"{spk}.npy", np.concatenate(parts))
             speakers[spk] = np.cumsum([0] + [len(p) for p in parts]).tolist()
         info = {"catalogue": catalogue_key(), "sample_rate": sr, "speakers": speakers}
+        if pools is not None:
+            info["pools"] = {spk: pools[spk] for spk in speakers}
         (tmp / "bank.json").write_text(json.dumps(info))
         # Move an old bank aside before the new one takes its name: readers never see a
         # half-deleted folder (generations still mapping its files keep them until they exit).
@@ -376,12 +455,14 @@ def build_bank(
 
 
 def _speakers(bank: Path, info: dict) -> list[RecordedSpeaker]:
+    pools = info.get("pools") or {}
     return [
         RecordedSpeaker(
-            spk, pool_of(spk), str(bank / f"{spk}.npy"), tuple(offsets), info["sample_rate"]
+            spk, pools.get(spk) or pool_of(spk), str(bank / f"{spk}.npy"), tuple(offsets),
+            info["sample_rate"],
         )
         for spk, offsets in sorted(info["speakers"].items())
-    ]
+    ]  # fmt: skip
 
 
 def ensure_bank(
@@ -399,12 +480,15 @@ def ensure_bank(
     name = f"bank-{sr}"
     if recorded_dir is not None:
         key = str(Path(recorded_dir).expanduser().absolute())
+        if has_split_folders(Path(key)):  # a re-laid-out folder gets a bank of its own
+            key += "|splits"
         name += "-" + hashlib.sha1(key.encode()).hexdigest()[:10]
     bank = cache_dir / "recorded" / name
     if (done := _load_bank(bank, sr)) is not None:  # no need to look for the sources again
         return done
     with _cache_lock(cache_dir):  # another process may have built it meanwhile: build_bank checks
-        return build_bank(locate(recorded_dir, cache_dir, log), bank, sr, log)
+        clips, pools = locate(recorded_dir, cache_dir, log)
+        return build_bank(clips, bank, sr, log, pools)
 
 
 @functools.cache  # one entry per speaker of the bank

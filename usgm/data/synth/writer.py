@@ -190,7 +190,8 @@ def make_dataset(
         num_workers: worker processes (default: the CPUs available). Does not change the output.
         overwrite: replace an existing usgm dataset at ``out``.
         verbose: print progress to stderr.
-        recorded_dir: folder of recorded speech, one sub-folder of clips per speaker ID (default:
+        recorded_dir: folder of recorded speech: one sub-folder of clips per speaker ID, or
+            ``train/``, ``dev/``, ``test/`` folders of per-speaker sub-folders (default:
             installed packages, then the cache, then ``apt-get download``); see
             :mod:`usgm.data.synth.recorded`. Unused when ``recorded_fraction`` is 0.
         cache_dir: where downloads and decoded banks are kept (default ``$USGM_CACHE`` or
