@@ -159,6 +159,8 @@ def split_folder_clips(folder: Path) -> tuple[dict[str, list[Clip]], dict[str, s
         if not (folder / split).is_dir():
             continue
         for d in sorted(p for p in (folder / split).iterdir() if p.is_dir()):
+            if not (files := audio_files(d, "**/*")):
+                continue
             spk = folder_speaker_id(d.name)
             if not spk:
                 raise DataError(f"recorded_dir: speaker folder {d} has no letters or digits")
@@ -167,8 +169,7 @@ def split_folder_clips(folder: Path) -> tuple[dict[str, list[Clip]], dict[str, s
                     f"recorded_dir: speaker folders {where[spk]} and {d} map to one speaker "
                     f"ID {spk!r}; rename one"
                 )
-            if files := audio_files(d, "**/*"):
-                clips[spk], pools[spk], where[spk] = [Clip(f) for f in files], split, d
+            clips[spk], pools[spk], where[spk] = [Clip(f) for f in files], split, d
     for split in SPLIT_FOLDERS:
         if (folder / split).is_dir() and split not in pools.values():
             raise DataError(f"recorded_dir: {folder / split} holds no speaker folder with audio")

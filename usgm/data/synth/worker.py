@@ -92,8 +92,7 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
         colour = opts.colour_match > 0 and rng.random() < opts.colour_match
         group = None  # recording source of the first recorded person who has one
         first = None  # the first recorded person, again in a self pair
-        first_x: np.ndarray | None = None  # their source, which colour matching compares to
-        first_colour: np.ndarray | None = None
+        first_colour: np.ndarray | None = None  # their source's spectrum: colour matching's target
         speeds: list[float] = []
 
         for j, spk in enumerate(speakers):
@@ -105,7 +104,7 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
                 free = [first]
             if free and opts.recorded_fraction > 0 and rng.random() < opts.recorded_fraction:
                 taken = speeds if self_pair else []
-                if colour and first_x is not None and len(free) > 1:
+                if colour and first_colour is not None and len(free) > 1:
                     # The closest in colour of a few rendered people (their own speed and chain).
                     picks = rng.choice(len(free), min(opts.colour_candidates, len(free)), False)
                     tries = [_render_source(free[i], rng, sr, opts, channel_seed, taken)
@@ -121,7 +120,7 @@ def run_shard(task: ShardTask) -> list[tuple[int, str, int]]:
                 if group is None:
                     group = recording_group(speakers[j].spk_id)
                 if first is None:
-                    first, first_x = speakers[j], x
+                    first = speakers[j]
                     if colour:  # once per mixture, not once per candidate
                         first_colour = long_term_spectrum_db(x)
                 speeds.append(speed)
