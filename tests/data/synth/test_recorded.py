@@ -154,7 +154,7 @@ def test_packed_folder_round_trips_through_recorded_dir(tmp_path: Path) -> None:
     env = {**__import__("os").environ, "USGM_CACHE": str(tmp_path / "cache")}
     write_fake_packages(tmp_path / "cache/recorded/pkgs", clips=2)
     subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/pack_recorded.py"), "--out", str(tmp_path / "p")],
+        [sys.executable, str(ROOT / "research/realism/pack_recorded.py"), "--out", str(tmp_path / "p")],
         check=True, env=env, cwd=ROOT, capture_output=True,
     )  # fmt: skip
     packed = rec.ensure_bank(8000, recorded_dir=tmp_path / "p", cache=tmp_path / "c2")

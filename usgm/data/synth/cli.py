@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--recorded-dir", default=None, metavar="DIR",
-        help="recorded voices: one sub-folder per speaker ID (benchmarks/pack_recorded.py), or "
+        help="recorded voices: one sub-folder per speaker ID (research/realism/pack_recorded.py), or "
         "train/, dev/, test/ with one sub-folder per speaker each (a corpus of your own; the "
         "split folders are the pools). Default: installed packages, cache, or apt-get download",
     )  # fmt: skip

@@ -83,7 +83,7 @@ class SynthOptions:
         recorded_fraction: share of sources drawn from recorded human speakers instead of eSpeak
             (in the splits of ``recorded_splits``; see :mod:`usgm.data.synth.recorded`). Needs
             Debian's voice packages (fetched on demand); 0 gives eSpeak-only data. Default 1:
-            recorded voices transferred best to real speech (issue 5, README).
+            recorded voices transferred best to real speech (docs/default-data.md).
         recorded_splits: splits that use recorded speakers, each from its own disjoint pool of
             people (145 train, 4 dev, 4 test).
         recorded_speed: range of the per-utterance speed factor of recorded speech (resampling:

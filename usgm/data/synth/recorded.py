@@ -8,7 +8,7 @@ into a cache; usgm ships none of the audio.
 
 Lookup order: an explicit ``recorded_dir``; else per package the installed copy, or the cache
 (``$USGM_CACHE`` or ``~/.cache/usgm``), or a download into the cache. A ``recorded_dir`` holds
-either one sub-folder of clips per speaker ID (``benchmarks/pack_recorded.py`` writes this; the
+either one sub-folder of clips per speaker ID (``research/realism/pack_recorded.py`` writes this; the
 speakers keep the pools of :data:`voicepacks.POOLS`, others train), or ``train/``, ``dev/`` and
 ``test/`` with one sub-folder per speaker each, audio at any depth below it (a corpus of your
 own, e.g. LibriSpeech's ``<speaker>/<chapter>/*.flac``): the split folders are the pools, so
@@ -241,7 +241,7 @@ def fetch(
             f"get them on a Debian/Ubuntu machine with `apt-get download {' '.join(missing)}` "
             f"and put the .deb files into {debs}, or install them (`apt install "
             f"{' '.join(missing)}`), or pass recorded_dir=<a folder of per-speaker clips "
-            "(benchmarks/pack_recorded.py)>, or generate eSpeak-only data with recorded_fraction=0"
+            "(research/realism/pack_recorded.py)>, or generate eSpeak-only data with recorded_fraction=0"
         )
         if shutil.which("apt-get") is None:
             raise DataError(f"recorded speech: packages {', '.join(missing)} needed; {how}")
@@ -325,7 +325,7 @@ def locate(
         if not clips:
             raise DataError(
                 f"recorded_dir {folder}: expected one sub-folder of clips per speaker ID "
-                "(lower-case letters, e.g. fcsm, hwpirate), as benchmarks/pack_recorded.py "
+                "(lower-case letters, e.g. fcsm, hwpirate), as research/realism/pack_recorded.py "
                 "writes, or train/, dev/ and test/ folders with one sub-folder per speaker"
             )
         return clips, None

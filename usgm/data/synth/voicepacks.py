@@ -16,7 +16,7 @@ known; the pools below therefore keep each language of the two KDE games togethe
 | ``ktuberling-data`` | KTuberling: object names read aloud | one per language |
 | ``klettres-data`` | KLettres: letters and syllables read aloud | one per language |
 
-None of them is in the real-speech dev set (Asterisk prompts, ``benchmarks/real_speech_transfer.py``).
+None of them is in the real-speech dev set (Asterisk prompts, ``research/realism/real_speech_transfer.py``).
 """
 
 from __future__ import annotations

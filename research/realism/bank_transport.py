@@ -8,8 +8,8 @@ each fit one call's carry limit, rebuilt on the other side into the cache folder
 :func:`usgm.data.synth.recorded.ensure_bank` looks first, and checked against SHA-1 sums of the
 original arrays. A corpus generated there without ``recorded_dir`` is then the one generated here.
 
-    python benchmarks/bank_transport.py pack --out .bank --part-mb 45     # here: .bank/part00, ...
-    python benchmarks/bank_transport.py unpack .bank/part00 [.bank/part01 ...]   # there
+    python research/realism/bank_transport.py pack --out .bank --part-mb 45     # here: .bank/part00, ...
+    python research/realism/bank_transport.py unpack .bank/part00 [.bank/part01 ...]   # there
 
 ``unpack`` takes the parts in any order and over several calls (one part per call is fine): it
 stages them under ``<cache>/recorded/bank-<sr>.incoming`` and installs the bank once every

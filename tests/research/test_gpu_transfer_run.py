@@ -1,4 +1,4 @@
-"""benchmarks/gpu_transfer_run.sh: the device-call stages, dry-run on the CPU (tiny data and model).
+"""research/realism/gpu_transfer_run.sh: the device-call stages, dry-run on the CPU (tiny data and model).
 
 Stage 1 trains for what is left of its call, ``resume`` continues for one more call's worth up to
 TOTAL_TRAIN_S, stage 2 finishes and scores; the running total lives in ``trained_s.txt``.
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "gpu_transfer_run.sh"
+SCRIPT = ROOT / "research" / "realism" / "gpu_transfer_run.sh"
 
 
 def _stage(stage: str, env: dict[str, str], call_limit: int) -> str:

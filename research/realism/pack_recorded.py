@@ -10,10 +10,10 @@ the smallest files and the lowest quality.
 
 Not the default data: the copy is about 16 dB SNR against the bank (at 1.0) and its utterances
 hold the 0.25 s joins, and the CPU model trained on a corpus from it scored about 0.25 dB lower
-on real speech (benchmarks/BENCHMARKS.md, "Session 7"). To reproduce the default corpus on
-another machine, move the bank itself with ``benchmarks/bank_transport.py`` (lossless, in parts).
+on real speech (docs/default-data.md). To reproduce the default corpus on
+another machine, move the bank itself with ``research/realism/bank_transport.py`` (lossless, in parts).
 
-    python benchmarks/pack_recorded.py --out .rec     # then carry .rec, use recorded_dir=.rec
+    python research/realism/pack_recorded.py --out .rec     # then carry .rec, use recorded_dir=.rec
 """
 
 from __future__ import annotations

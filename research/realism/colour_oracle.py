@@ -4,7 +4,7 @@ The *colour oracle* separates each mixture with a time-invariant Wiener filter b
 true sources' long-term power spectra, ``M_i(f) = P_i(f) / (sum_j P_j(f) + P_n(f))`` applied to
 the noisy mixture's STFT. It knows nothing of when anyone talks, only each source's average
 spectrum, so its SI-SNRi measures how much a set's pairs differ in spectral colour (voice
-timbre, EQ, band limit, microphone), the cue that session 9's channel probe found the models
+timbre, EQ, band limit, microphone), the cue that the channel probe found the models
 lean on. A set with a higher colour-oracle score is easier for any model that separates by
 colour; the score is model-free, so it says whether a probe's gain is a learned habit or just
 an easier set.
@@ -15,7 +15,7 @@ generated corpus (``--synthetic-root``, repeatable; ``--split train-360`` for wh
 trains on).
 
 Example:
-    python benchmarks/colour_oracle.py --mix-dir data/real_speech/mix \\
+    python research/realism/colour_oracle.py --mix-dir data/real_speech/mix \\
         --synthetic-root data/default_2mix --out colour_oracle.json
 """
 

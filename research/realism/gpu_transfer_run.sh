@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Real-vs-synthetic transfer of a study-size model trained 10 minutes on one GPU (issue 5).
+# Real-vs-synthetic transfer of a study-size model trained 10 minutes on one GPU
+# (the default-data study, docs/default-data.md).
 #
 # Two device calls on the same warm machine (each call has a 600 s limit):
 #   stage 1: install the carried wheels, generate the default corpus (improved generator, more
@@ -7,25 +8,25 @@
 #            of the call (about 7-8 min of the 10), checkpointing into $RUN (outside $OUT).
 #   stage 2: resume from last.ckpt until 10 min of training in total (Lightning's Timer state is
 #            in the checkpoint), test on the synthetic test split, then score the best
-#            checkpoint on the real-speech dev set (benchmarks/real_speech_transfer.py) and
+#            checkpoint on the real-speech dev set (research/realism/real_speech_transfer.py) and
 #            write everything under $OUT.
 #
-#   bash benchmarks/gpu_transfer_run.sh 1      # device call 1
-#   bash benchmarks/gpu_transfer_run.sh 2      # device call 2 (same warm machine)
-#   bash benchmarks/gpu_transfer_run.sh weights   # optional: the best model back, in parts
+#   bash research/realism/gpu_transfer_run.sh 1      # device call 1
+#   bash research/realism/gpu_transfer_run.sh 2      # device call 2 (same warm machine)
+#   bash research/realism/gpu_transfer_run.sh weights   # optional: the best model back, in parts
 #
 # Longer runs (TOTAL_TRAIN_S above what two calls hold, e.g. 1200 for a 20-minute curve):
 # between 1 and 2, `gpu_transfer_run.sh resume` continues training for what is left of one
 # more call, up to TOTAL_TRAIN_S; $RUN/trained_s.txt keeps the running total (Lightning's Timer
 # restores the elapsed time from the checkpoint, so each call's max_time is that total).
 #
-# The recorded speech: either the exact bank, carried in parts (benchmarks/bank_transport.py
+# The recorded speech: either the exact bank, carried in parts (research/realism/bank_transport.py
 # pack --out .bank; BANK_PARTS="..." names the parts a call carries, and `gpu_transfer_run.sh
 # bank` stages parts ahead of stage 1, one call each), or the smaller lossy copy of
 # pack_recorded.py (REC_DIR=.rec), whose corpus differs from the default one (see there).
 #
 # The real-speech set is built beforehand on a machine with apt and carried (the device has no
-# internet/apt):  python benchmarks/real_speech_transfer.py --build-only --n-src 2
+# internet/apt):  python research/realism/real_speech_transfer.py --build-only --n-src 2
 # → data/real_speech/mix/real2mix_dev (~13 MB). Carry .whl/ and .rec/ (REC_DIR=.rec) in stage 1,
 # .whl/ and that set in stage 2 (both stages together would pass the 64 MiB carry limit).
 #
@@ -69,18 +70,18 @@ export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 # bank parts and the decoded bank wait there for the next call.
 export USGM_CACHE=${USGM_CACHE:-/tmp/usgm_cache}
 
-# The exact recorded-speech bank (benchmarks/bank_transport.py pack): its parts may come over
+# The exact recorded-speech bank (research/realism/bank_transport.py pack): its parts may come over
 # several calls (stage "bank" stages what one call carried); stage 1 installs the rest. With
 # the bank installed, leave REC_DIR unset: the corpus is then the default corpus of the VM.
 if [ -n "${BANK_PARTS:-}" ]; then
   read -r -a PARTS <<<"$BANK_PARTS"
-  "$PY" benchmarks/bank_transport.py unpack "${PARTS[@]}"
+  "$PY" research/realism/bank_transport.py unpack "${PARTS[@]}"
 fi
 if [ "$STAGE" = bank ]; then exit 0; fi
 
 DATA="$RUN/data/default_2mix"
 COMMON=(experiment=default_gpu "paths.log_dir=$RUN/logs" "data.root=$DATA")
-# Or the lossy copy of the bank (benchmarks/pack_recorded.py → .rec; carry it in stage 1). Where
+# Or the lossy copy of the bank (research/realism/pack_recorded.py → .rec; carry it in stage 1). Where
 # it lives does not change the data, so stage 2 needs no copy.
 [ -n "${REC_DIR:-}" ] && COMMON+=("data.generate.recorded_dir=$REC_DIR")
 # Extra Hydra overrides for both stages (space-separated), e.g. a data-recipe variant.
@@ -178,7 +179,7 @@ elif [ "$STAGE" = 2 ]; then
   done
   tar czf "$OUT/csv.tgz" -C "$RUN/csv_export" .
   # Best checkpoint of all calls by its exact validation SI-SNRi (file names round it).
-  BEST=$("$PY" benchmarks/best_checkpoint.py "$RUN"/logs/default_gpu/runs/*/checkpoints/epoch*.ckpt)
+  BEST=$("$PY" research/realism/best_checkpoint.py "$RUN"/logs/default_gpu/runs/*/checkpoints/epoch*.ckpt)
   echo "$BEST" > "$OUT/best_checkpoint.txt"
   echo "$BEST" > "$RUN/best_checkpoint.txt"
   echo "[gpu-transfer] scoring $BEST"
@@ -188,7 +189,7 @@ elif [ "$STAGE" = 2 ]; then
     local args=(--model "$1" --synthetic-root "${SYN_ROOT:-$DATA}" --mix-dir "$MIX_DIR" --n-src 2
                 --device "$DEV" --out "$2" "${@:3}")
     [ -n "${GPU_TRANSFER_TINY:-}" ] && args+=(--smoke --speech-dir "${SPEECH_DIR:?}")
-    "$PY" benchmarks/real_speech_transfer.py "${args[@]}"
+    "$PY" research/realism/real_speech_transfer.py "${args[@]}"
   }
   # CHANNEL_PROBE=1: the best checkpoint is also scored with the real sources given different /
   # shared recording chains (real_speech_transfer.py --channel-probe; seconds on a GPU).

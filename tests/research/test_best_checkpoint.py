@@ -1,4 +1,4 @@
-"""benchmarks/best_checkpoint.py: the best epoch checkpoint by its exact validation score."""
+"""research/realism/best_checkpoint.py: the best epoch checkpoint by its exact validation score."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "best_checkpoint.py"
+BENCH = Path(__file__).resolve().parents[2] / "research" / "realism" / "best_checkpoint.py"
 KEY = "ModelCheckpoint{'monitor': 'val/si_snri', 'mode': 'max'}"
 
 

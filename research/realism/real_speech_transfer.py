@@ -54,10 +54,10 @@ The script unpacks them (``dpkg -x``) into ``data/real_speech/pkgs/`` itself (``
 download too).
 
 Examples:
-    python benchmarks/real_speech_transfer.py --model logs/default/runs/<run>/checkpoints/last.ckpt \\
+    python research/realism/real_speech_transfer.py --model logs/default/runs/<run>/checkpoints/last.ckpt \\
         --synthetic-root data/default_2mix --out real_transfer.json
-    python benchmarks/real_speech_transfer.py --build-only --n-src 2 --mix-dir /tmp/realmix
-    python benchmarks/real_speech_transfer.py --smoke --speech-dir tests_tmp/speech --out r.json
+    python research/realism/real_speech_transfer.py --build-only --n-src 2 --mix-dir /tmp/realmix
+    python research/realism/real_speech_transfer.py --smoke --speech-dir tests_tmp/speech --out r.json
 """
 
 from __future__ import annotations

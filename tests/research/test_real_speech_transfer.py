@@ -1,4 +1,4 @@
-"""benchmarks/real_speech_transfer.py: mixture building (speakers, loudness, sums) and a smoke run."""
+"""research/realism/real_speech_transfer.py: mixture building (speakers, loudness, sums) and a smoke run."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.benchmarks.conftest import np_si_snr
+from tests.research.conftest import np_si_snr
 from usgm.data.mixing import loudness
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "real_speech_transfer.py"
+BENCH = Path(__file__).resolve().parents[2] / "research" / "realism" / "real_speech_transfer.py"
 SR = 8000
 # A tiny SepFormer+SE network: scoring logic is under test, not separation quality.
 TINY_CFG = {"n_src": 2, "n_filters": 16, "kernel_size": 16, "stride": 8, "chunk_size": 10,

@@ -1,4 +1,4 @@
-"""benchmarks/bank_transport.py: the recorded-speech bank moves losslessly, in parts."""
+"""research/realism/bank_transport.py: the recorded-speech bank moves losslessly, in parts."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from usgm.data.synth import recorded as rec
 @pytest.fixture(scope="module")
 def bt():
     spec = importlib.util.spec_from_file_location(
-        "bank_transport", ROOT / "benchmarks/bank_transport.py"
+        "bank_transport", ROOT / "research/realism/bank_transport.py"
     )
     mod = importlib.util.module_from_spec(spec)
     sys.modules["bank_transport"] = mod

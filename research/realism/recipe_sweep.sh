@@ -3,11 +3,11 @@
 # one device call: each run trains experiment=default (the 0.65 M DPRNN+SE, fp32) for the number
 # of steps the CPU job reaches in its 11 minutes (~4,100) or longer, all runs side by side on the
 # GPU. The best checkpoints come back under $OUT; score them on the real-speech dev set on a
-# machine that has it (benchmarks/real_speech_transfer.py).
+# machine that has it (research/realism/real_speech_transfer.py).
 #
-#   bash benchmarks/recipe_sweep.sh               # on the device, carrying .whl and .rec
+#   bash research/realism/recipe_sweep.sh               # on the device, carrying .whl and .rec
 #
-# .rec: the recorded-speech bank packed for a machine without apt (benchmarks/pack_recorded.py;
+# .rec: the recorded-speech bank packed for a machine without apt (research/realism/pack_recorded.py;
 # lossy, so not quite the default corpus), or BANK_PARTS: the exact bank (bank_transport.py).
 # Environment: OUT (results), SWEEP (work dir, /tmp/sweep), RUNS (the run list, see below),
 # DEADLINE_S (stop training this many seconds after the start, 500).
@@ -24,7 +24,7 @@ if [ -z "${NO_INSTALL:-}" ] && [ -d "${WHL_DIR:-.whl}" ] && [ ! -f /tmp/site/.us
 fi
 export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 REC=${REC:-.rec}
-# The exact bank instead of the lossy .rec (benchmarks/bank_transport.py): BANK_PARTS names this
+# The exact bank instead of the lossy .rec (research/realism/bank_transport.py): BANK_PARTS names this
 # call's parts; parts staged by earlier calls (`gpu_transfer_run.sh bank` on the same warm
 # machine) wait in its cache, /tmp/usgm_cache, which the sweep then uses too.
 if [ -z "${BANK_PARTS:-}" ]; then
@@ -32,7 +32,7 @@ if [ -z "${BANK_PARTS:-}" ]; then
 else
   export USGM_CACHE=${USGM_CACHE:-/tmp/usgm_cache}
   read -r -a PARTS <<<"$BANK_PARTS"
-  python3 benchmarks/bank_transport.py unpack "${PARTS[@]}"
+  python3 research/realism/bank_transport.py unpack "${PARTS[@]}"
   REC=
 fi
 REC_ARGS=()

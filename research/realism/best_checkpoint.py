@@ -5,7 +5,7 @@ stage 2: one run directory each). File names carry the score rounded to 0.01 dB,
 epochs can tie there; the exact ``current_score`` that Lightning's ``ModelCheckpoint`` stored in
 each file decides (the file name's number where a file lacks it).
 
-    python benchmarks/best_checkpoint.py RUN/logs/*/runs/*/checkpoints/epoch*.ckpt
+    python research/realism/best_checkpoint.py RUN/logs/*/runs/*/checkpoints/epoch*.ckpt
 """
 
 from __future__ import annotations

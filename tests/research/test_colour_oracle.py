@@ -1,4 +1,4 @@
-"""benchmarks/colour_oracle.py: the stationary Wiener filter of the sources' long-term spectra."""
+"""research/realism/colour_oracle.py: the stationary Wiener filter of the sources' long-term spectra."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.benchmarks.conftest import np_si_snr
+from tests.research.conftest import np_si_snr
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+BENCH = Path(__file__).resolve().parents[2] / "research" / "realism"
 SR = 8000
 
 
