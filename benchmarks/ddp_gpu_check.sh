@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6 on a 2-GPU machine (device tool kind nvidia-h200-x2), in one call:
+# DDP checks on a 2-GPU machine, in one call:
 #   1. one `gm` step on 2 GPUs (DDP, NCCL) vs. one step on 1 GPU over the concatenated batch;
 #   2. training throughput of the paper-size model with `gm` on 1 and 2 GPUs (scaling efficiency);
 #   3. a 2-GPU train.py run killed mid-epoch resumes from last.ckpt.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5 data-recipe sweep of the CPU default model, run on one GPU so that several recipes fit in
+# Data-recipe sweep of the CPU default model, run on one GPU so that several recipes fit in
 # one device call: each run trains experiment=default (the 0.65 M DPRNN+SE, fp32) for the number
 # of steps the CPU job reaches in its 11 minutes (~4,100) or longer, all runs side by side on the
 # GPU. The best checkpoints come back under $OUT; score them on the real-speech dev set on a
