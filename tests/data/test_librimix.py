@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from usgm.data.errors import DataError
+from usgm.data.errors import DataError, SourceCountError
 from usgm.data.librimix import (
     dataset_dir,
     load_split,
@@ -140,9 +140,11 @@ def test_bad_length_and_empty_csv(libri2mix: Path) -> None:
 
 
 def test_n_src_mismatch(libri2mix: Path) -> None:
-    with pytest.raises(DataError, match=r"2 sources\) but n_src=3") as err:
+    with pytest.raises(SourceCountError, match=r"2 sources\) but n_src=3") as err:
         load_split(libri2mix, "dev", n_src=3)
     assert "source_3_path" in str(err.value) and "data.n_src=2" in str(err.value)
+    assert (err.value.found, err.value.expected) == (2, 3)
+    assert isinstance(err.value, DataError)
 
 
 def test_missing_wavs(libri2mix: Path) -> None:
@@ -213,3 +215,73 @@ def test_validate_none_skips_file_checks(libri2mix: Path) -> None:
         read_wav(utts[0].mixture, 8000)
     with pytest.raises(DataError, match=r"data\.validate"):
         load_split(libri2mix, "dev", validate="some")  # type: ignore[arg-type]
+
+
+def test_root_is_a_file(tmp_path: Path) -> None:
+    notes = tmp_path / "Libri2Mix.txt"
+    notes.write_text("not a folder")
+    with pytest.raises(DataError, match="is a file, not a folder") as err:
+        load_split(notes, "dev")
+    msg = str(err.value)
+    # usgm-make-data --out <that file> would fail as well: it must not be suggested.
+    assert f"--out {notes}" not in msg and "--out <folder>" in msg
+    assert str(tmp_path) in msg and "data.root=" in msg
+
+
+def _float_with(path: Path, n: int, index: int, value: float, subtype: str = "FLOAT") -> None:
+    x = np.full(n, 0.01, np.float64)
+    x[index] = value
+    sf.write(path, x, 8000, subtype=subtype)
+
+
+@pytest.mark.parametrize(
+    ("value", "subtype", "match"),
+    [
+        (np.nan, "FLOAT", "is nan"),
+        (np.inf, "FLOAT", "is inf"),
+        (-np.inf, "DOUBLE", "is -inf"),
+        (1e9, "FLOAT", "has magnitude 1e\\+09 > 65536"),
+    ],
+)
+def test_non_finite_or_absurd_samples(libri2mix: Path, value, subtype, match) -> None:
+    utts = load_split(libri2mix, "dev", validate="none")
+    utt = utts[1]
+    bad = utt.sources[0]
+    _float_with(bad, utt.length, 123, value, subtype)
+    # Up front: validate=all reads every float file in full and names the file and the sample.
+    with pytest.raises(DataError, match=re.escape(f"{bad}: sample 123 ") + match):
+        load_split(libri2mix, "dev", validate="all")
+    # When read (the check runs on every read, whatever the up-front sample saw).
+    with pytest.raises(DataError, match=re.escape(f"{bad}: sample 123 ") + match):
+        read_wav(bad, 8000, 0, utt.length, utt.length)
+    # The offset is the file's sample index, also for a read that starts later.
+    with pytest.raises(DataError, match=re.escape(f"{bad}: sample 123 ")):
+        read_wav(bad, 8000, 100, 50, utt.length)
+    # A window that misses the bad sample reads fine.
+    assert np.all(read_wav(bad, 8000, 200, 50, utt.length) == np.float32(0.01))
+
+
+def test_float_files_within_range_load(libri2mix: Path) -> None:
+    utts = load_split(libri2mix, "dev", validate="none")
+    good = utts[0].sources[0]
+    _float_with(good, utts[0].length, 5, -3.5)  # out of [-1, 1] but finite and plausible
+    assert len(load_split(libri2mix, "dev", validate="all")) == 4
+    x = read_wav(good, 8000, 0, utts[0].length, utts[0].length)
+    assert x[5] == np.float32(-3.5) and x.dtype == np.float32
+
+
+def test_sample_problem_reference() -> None:
+    from usgm.data.librimix import MAX_ABS_SAMPLE, sample_problem
+
+    assert sample_problem(np.zeros(0, np.float32)) is None
+    assert sample_problem(np.zeros((0, 3), np.float32)) is None
+    x = np.zeros((10, 2), np.float32)
+    x[7, 1] = np.nan
+    assert sample_problem(x, offset=1000) == (
+        "sample 1007 is nan (float audio with NaN/Inf samples)"
+    )
+    y = np.zeros(10, np.float32)
+    y[3] = MAX_ABS_SAMPLE  # the limit itself is allowed
+    assert sample_problem(y) is None
+    y[4] = -np.nextafter(np.float32(MAX_ABS_SAMPLE), np.float32(np.inf))
+    assert sample_problem(y).startswith("sample 4 has magnitude")

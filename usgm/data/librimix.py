@@ -14,6 +14,14 @@ columns and rows, that every listed wav exists and, depending on ``validate``, t
 channels, length) of a sample of files or of all of them. :func:`read_wav` checks each file's
 header again when it is read, so a file that the sample missed still fails with a clear message.
 Every problem raises :class:`~usgm.data.errors.DataError` naming the file, column or key.
+
+Sample values: every read (training, dev and test items, dynamic mixing's pool files) checks that
+the samples are finite and at most :data:`MAX_ABS_SAMPLE` in magnitude; a NaN/Inf sample or an
+absurd level (a float file written on the wrong scale) is a DataError naming the file and the
+first bad sample. There is no skip policy: one bad file is a damaged corpus, and a silently smaller
+training set (or one whose skipped count stays inside worker processes) is worse than a clear stop.
+Only float WAV/AIFF (subtype FLOAT or DOUBLE) can hold such values, so the up-front checks read the
+samples of those files only: ``validate=all`` finds every bad file before training starts.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from typing import Literal
 import numpy as np
 import soundfile as sf
 
-from usgm.data.errors import DataError
+from usgm.data.errors import DataError, SourceCountError
 
 SPLITS = ("train-360", "train-100", "dev", "test")
 MODES = ("min", "max")
@@ -43,6 +51,12 @@ GENERATE_HINT = (
     "generate the default dataset with `usgm-make-data --out {root}` (or `make data`), "
     "or point `data.root=` at a LibriMix folder (the one that contains wav8k/)"
 )
+# Float files store any value; 16 × int16 full scale still admits int-scaled float files, while
+# sums and squares of such samples stay far from float32 overflow (training computes both).
+MAX_ABS_SAMPLE = 2.0**16
+# Subtypes whose samples can be NaN/Inf or out of range (integer PCM and codecs cannot).
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+_SCAN_BLOCK = 1 << 20  # samples per block when scanning a float file
 _RATE_MODE_RE = re.compile(r"^wav\d+k$")
 _SOURCE_COL_RE = re.compile(r"^source_(\d+)_path$")
 _MAX_LISTED = 5
@@ -98,9 +112,15 @@ def dataset_dir(root: str | os.PathLike, sample_rate: int = 8000, mode: str = "m
         raise DataError(f"data.mode={mode!r} is not one of {', '.join(MODES)}")
     folder = rate_folder(sample_rate)
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        # usgm-make-data --out <that file> would fail too: point at a folder instead.
+        raise DataError(
+            f"LibriMix root {root} is a file, not a folder: point data.root= at the folder that "
+            f"contains wav8k/ (e.g. {root.parent}), or generate the default dataset into a new "
+            "folder with `usgm-make-data --out <folder>` and set data.root=<folder>"
+        )
     if not root.is_dir():
-        what = "is a file, not a folder" if root.exists() else "does not exist"
-        raise DataError(f"LibriMix root {root} {what}: " + GENERATE_HINT.format(root=root))
+        raise DataError(f"LibriMix root {root} does not exist: " + GENERATE_HINT.format(root=root))
     base = root / folder / mode
     if base.is_dir():
         return base
@@ -180,10 +200,13 @@ def read_metadata(csv_path: Path, base: Path, n_src: int, *, need_noise: bool) -
     if source_ids != list(range(1, len(source_ids) + 1)) or len(source_ids) != n_src:
         cols = ", ".join(f"source_{k}_path" for k in source_ids) or "none"
         expected = ", ".join(f"source_{k}_path" for k in range(1, n_src + 1))
-        raise DataError(
+        raise SourceCountError(
             f"metadata file {csv_path}: source columns are [{cols}] ({len(source_ids)} sources) "
             f"but n_src={n_src} expects [{expected}]; set data.n_src={len(source_ids) or '?'} or "
-            f"point data.root= at a Libri{n_src}Mix root"
+            f"point data.root= at a Libri{n_src}Mix root",
+            csv_path=str(csv_path),
+            found=len(source_ids),
+            expected=n_src,
         )
     required = ["mixture_ID", "mixture_path", *(f"source_{k}_path" for k in source_ids)]
     required += ["noise_path"] if need_noise else []
@@ -266,8 +289,57 @@ def check_exists(utterances: Sequence[Utterance], csv_path: Path, base: Path) ->
         )
 
 
+def sample_problem(x: np.ndarray, offset: int = 0) -> str | None:
+    """Describe the first non-finite or out-of-range sample of ``x``, or None when all are usable.
+
+    Args:
+        x: samples, (frames,) or (frames, channels).
+        offset: index of ``x``'s first frame in its file, so the message points into the file.
+
+    Returns:
+        e.g. ``"sample 1234 is nan (float audio with NaN/Inf samples)"``.
+    """
+    if x.size == 0:
+        return None
+    frames = x.reshape(len(x), -1)
+    finite = np.isfinite(frames).all(axis=1)
+    if not finite.all():
+        first = int(np.argmin(finite))
+        value = float(frames[first][~np.isfinite(frames[first])][0])
+        return f"sample {offset + first} is {value} (float audio with NaN/Inf samples)"
+    peaks = np.abs(frames).max(axis=1)
+    if float(peaks.max()) > MAX_ABS_SAMPLE:
+        first = int(np.argmax(peaks > MAX_ABS_SAMPLE))
+        return (
+            f"sample {offset + first} has magnitude {float(peaks[first]):.3g} > "
+            f"{MAX_ABS_SAMPLE:.0f}: not audio on the [-1, 1] scale (a float file written "
+            "with the wrong scale?)"
+        )
+    return None
+
+
+def scan_samples(path: Path, channels: int) -> str | None:
+    """Read a whole file block by block and describe its first bad sample (None: all usable).
+
+    Args:
+        path: an audio file soundfile opens.
+        channels: its channel count (sets the block size, so memory stays bounded).
+    """
+    block = max(1, _SCAN_BLOCK // max(channels, 1))
+    offset = 0
+    for data in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+        problem = sample_problem(data, offset)
+        if problem:
+            return problem
+        offset += len(data)
+    return None
+
+
 def header_problem(path: Path, sample_rate: int, length: int | None = None) -> str | None:
     """Describe what is wrong with a wav header, or None when it is fine.
+
+    A float file (subtype FLOAT/DOUBLE) is also read in full to check that its samples are
+    finite and in range (:func:`sample_problem`); integer PCM cannot hold such values.
 
     Args:
         path: the wav file.
@@ -286,6 +358,13 @@ def header_problem(path: Path, sample_rate: int, length: int | None = None) -> s
         return f"{path}: {info.channels} channels, expected mono"
     if length is not None and info.frames != length:
         return f"{path}: {info.frames} samples, but its metadata 'length' is {length}"
+    if info.subtype in FLOAT_SUBTYPES:
+        try:
+            problem = scan_samples(path, info.channels)
+        except Exception as err:  # a header that lies about the data (truncated chunk, …)
+            return f"{path}: unreadable or corrupt audio file ({err})"
+        if problem:
+            return f"{path}: {problem}"
     return None
 
 
@@ -399,10 +478,11 @@ def read_wav(
             (metadata says so); a shorter file is an error rather than silently short.
 
     Returns:
-        (T,) float32 in [-1, 1].
+        (T,) float32, finite, at most :data:`MAX_ABS_SAMPLE` in magnitude (nominally in [-1, 1]).
 
     Raises:
-        DataError: unreadable/corrupt file, wrong rate, not mono, or shorter than expected.
+        DataError: unreadable/corrupt file, wrong rate, not mono, shorter than expected, or a
+            NaN/Inf/out-of-range sample (:func:`sample_problem`).
     """
     try:
         with sf.SoundFile(str(path)) as f:
@@ -425,4 +505,9 @@ def read_wav(
             f"{path}: holds {start + len(data)} samples, metadata 'length' says "
             f"{expected_length} (needed samples {start}…{start + frames})"
         )
+    # Checked on every read, not only up front: one NaN sample turns every weight into NaN within
+    # a couple of steps, and the up-front checks may sample other files.
+    problem = sample_problem(data, start)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     return np.ascontiguousarray(data, dtype=np.float32)
