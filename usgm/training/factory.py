@@ -68,75 +68,18 @@ def data_kwargs(data_cfg: DictConfig, seed: int = 0) -> dict[str, Any]:
     return kw
 
 
-def _build_matches(info: dict[str, Any] | None, data_cfg: DictConfig) -> bool:
-    """Was the corpus at `data.root` built with the generator settings now requested?"""
-    import dataclasses
-    import inspect
-    import json
-
-    from usgm.data.synth import SynthOptions, make_dataset
-    from usgm.data.synth.options import ADDED_LATER
-    from usgm.data.synth.recorded import catalogue_key
-
-    if not info:
-        return False
-    gen = dict(to_plain(data_cfg.generate))
-    # Counts and seed left out of the config take make_dataset's defaults (one source of truth).
-    defaults = {k: v.default for k, v in inspect.signature(make_dataset).parameters.items()}
-    counts = {
-        "train-360": gen.pop("n_train", defaults["n_train"]),
-        "dev": gen.pop("n_dev", defaults["n_dev"]),
-        "test": gen.pop("n_test", defaults["n_test"]),
-    }
-    seed = gen.pop("seed", defaults["seed"])
-    for where in ("num_workers", "recorded_dir", "cache_dir"):  # locations, not content
-        gen.pop(where, None)
-    options = json.loads(json.dumps(dataclasses.asdict(SynthOptions(**gen))))
-    # A corpus written before an option existed was built with that option's neutral value.
-    built = json.loads(json.dumps({**ADDED_LATER, **(info.get("options") or {})}))
-    # A corpus with recorded voices is stale once the voice catalogue changed.
-    recorded = bool(info.get("recorded_speakers"))
-    return (
-        (not recorded or info.get("recorded_catalogue") == catalogue_key())
-        and info.get("n_src") == int(data_cfg.n_src)
-        and info.get("sample_rate") == int(data_cfg.sample_rate)
-        and info.get("counts") == counts
-        and info.get("seed") == seed
-        and built == options
-    )
-
-
 def ensure_default_data(data_cfg: DictConfig) -> None:
-    """Generates the default corpus when `data.generate` is set and it is missing or stale.
+    """Generates the default corpus at `data.root` when `data.generate` is set (one call).
 
-    A corpus usgm generated earlier with other settings (an older generator's options, other
-    counts) is rebuilt in place; a folder that usgm did not generate is never touched.
+    Missing or stale corpora are (re)built, current ones reused; the rules, and the eSpeak-only
+    fallback where recorded voices cannot be had, are :func:`usgm.data.synth.ensure_corpus`'s.
     """
     gen = data_cfg.get("generate")
     if not gen:
         return
-    from usgm.data.synth import is_complete, make_dataset, read_info
+    from usgm.data.synth import ensure_corpus
 
-    root = Path(data_cfg.root)
-    overwrite = False
-    if is_complete(root):
-        if _build_matches(read_info(root), data_cfg):
-            return
-        print(f"[usgm] {root} was generated with other settings: rebuilding it.")
-        overwrite = True
-    else:
-        log.info("No dataset at %s: generating the default corpus once.", root)
-        print(
-            f"[usgm] generating the default dataset into {root} (one-time; 2-3 minutes on"
-            " 2 cores with the default options) ..."
-        )
-    make_dataset(
-        root,
-        n_src=int(data_cfg.n_src),
-        sample_rate=int(data_cfg.sample_rate),
-        overwrite=overwrite,
-        **to_plain(gen),
-    )
+    ensure_corpus(data_cfg.root, int(data_cfg.n_src), int(data_cfg.sample_rate), to_plain(gen))
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:

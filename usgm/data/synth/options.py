@@ -20,6 +20,9 @@ SPLITS = ("train", "dev", "test")
 NOISE_KINDS = ("cafe", "speech_shaped", "machinery", "traffic")
 # Folder names of the LibriMix layout for each generated split.
 SPLIT_DIRS = {"train": "train-360", "dev": "dev", "test": "test"}
+#: Mixtures per split and seed of a corpus whose request leaves them out.
+DEFAULT_COUNTS = {"n_train": 3000, "n_dev": 200, "n_test": 200}
+DEFAULT_SEED = 0
 
 
 #: Options added after corpora were first written, each at the value that reproduces the output

@@ -40,6 +40,7 @@ import numpy as np
 from usgm.data.errors import DataError
 from usgm.data.synth.options import SynthOptions
 from usgm.data.synth.voicepacks import (
+    DOWNLOAD_BYTES,
     PACKAGES,
     POOLS,
     SOURCES,
@@ -59,6 +60,34 @@ _MIN_CLIP_S = 0.4
 # person's lines do not dominate the bank (speakers are drawn uniformly, clips within a speaker).
 MIN_SPEAKER_S = 1.0
 MAX_SPEAKER_S = 1200.0
+
+
+class RecordedUnavailable(DataError):
+    """The recorded-voice packages cannot be had on this machine: no ``apt-get``, or it failed.
+
+    The generator falls back to eSpeak-only data on this error (and only on it) unless recorded
+    voices were asked for explicitly; damaged or unreadable recordings are other DataErrors.
+
+    Attributes:
+        reason: short cause for a one-line message, starting with ``apt-get not found`` or
+            ``apt-get download failed``.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def download_size(packages: tuple[str, ...]) -> int:
+    """Bytes that ``apt-get download`` of ``packages`` fetches (:data:`voicepacks.DOWNLOAD_BYTES`)."""
+    return sum(DOWNLOAD_BYTES.get(p, 0) for p in packages)
+
+
+def _apt_download(packages: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``apt-get download packages`` into ``cwd`` (one function, so tests can stand in for it)."""
+    return subprocess.run(
+        ["apt-get", "download", *packages], cwd=cwd, capture_output=True, text=True
+    )
 
 
 def catalogue_key() -> str:
@@ -223,7 +252,8 @@ def fetch(
         Unpacked root per package (:func:`voicepacks.find_clips` reads them).
 
     Raises:
-        DataError: ``apt-get`` missing or failing (the message says how to get the files).
+        RecordedUnavailable: ``apt-get`` missing or failing (the message says how to get the
+            files).
     """
     root = cache / "recorded"
     pkgs = root / "pkgs"
@@ -244,17 +274,23 @@ def fetch(
             "(research/realism/pack_recorded.py)>, or generate eSpeak-only data with recorded_fraction=0"
         )
         if shutil.which("apt-get") is None:
-            raise DataError(f"recorded speech: packages {', '.join(missing)} needed; {how}")
-        log(f"downloading {', '.join(missing)} (Debian) into {debs}")
-        proc = subprocess.run(
-            ["apt-get", "download", *missing], cwd=debs, capture_output=True, text=True
+            raise RecordedUnavailable(
+                f"recorded speech: packages {', '.join(missing)} needed; {how}", "apt-get not found"
+            )
+        # Said before the download starts: it is the one large thing a first run fetches.
+        log(
+            f"downloading {len(missing)} Debian package(s) of recorded voices, "
+            f"{download_size(tuple(missing)) / 1e6:.0f} MB ({', '.join(missing)}), into {debs} "
+            "(one-time)"
         )
+        proc = _apt_download(missing, debs)
         failed = [p for p in missing if not any(debs.glob(f"{p}_*.deb"))]
         if proc.returncode != 0 or failed:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise DataError(
+            raise RecordedUnavailable(
                 f"recorded speech: `apt-get download` failed for {', '.join(failed or missing)} "
-                f"({tail[0]}; empty package lists need `apt-get update` first); {how}"
+                f"({tail[0]}; empty package lists need `apt-get update` first); {how}",
+                f"apt-get download failed: {tail[0]}",
             )
     folders = {s.package: s.folder for s in SOURCES}
     pkgs.mkdir(parents=True, exist_ok=True)
@@ -334,6 +370,26 @@ def locate(
     if missing:
         roots |= fetch(cache, missing, log)
     return find_clips(roots), None
+
+
+def available_offline(sr: int, cache: str | os.PathLike[str] | None = None) -> bool:
+    """Whether the default recorded voices can be had at ``sr`` without downloading anything.
+
+    True when the decoded bank is in the cache, or every package is installed, unpacked in the
+    cache or present there as a ``.deb``. Cheap (no decoding): a corpus built without recorded
+    voices uses it to decide whether it should now be rebuilt with them.
+    """
+    cache_dir = Path(cache).expanduser() if cache is not None else default_cache()
+    if _load_bank(cache_dir / "recorded" / f"bank-{sr}", sr) is not None:
+        return True
+    root = cache_dir / "recorded"
+    installed = installed_packages()
+    return all(
+        p in installed
+        or (root / "pkgs" / p / ".complete").is_file()
+        or any((root / "debs").glob(f"{p}_*.deb"))
+        for p in PACKAGES
+    )
 
 
 def _decode_clip(clip: Clip, sr: int, data: bytes | None = None) -> np.ndarray:

@@ -15,6 +15,7 @@ never a half-written ``<out>``. :func:`is_complete` tells whether a root holds a
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import pickle
@@ -29,7 +30,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usgm.data.errors import DataError
-from usgm.data.synth.options import SPLIT_DIRS, SPLITS, SynthOptions
+from usgm.data.synth.options import (
+    DEFAULT_COUNTS,
+    DEFAULT_SEED,
+    SPLIT_DIRS,
+    SPLITS,
+    SynthOptions,
+)
 from usgm.data.synth.voices import LANGUAGE_FILES, Speaker, babble_subpool, make_pools
 
 if TYPE_CHECKING:
@@ -159,10 +166,10 @@ def _write_speakers(path: Path, pools: dict[str, list[Speaker]], recorded: list)
 def make_dataset(
     out: str | os.PathLike[str],
     n_src: int = 2,
-    n_train: int = 3000,
-    n_dev: int = 200,
-    n_test: int = 200,
-    seed: int = 0,
+    n_train: int = DEFAULT_COUNTS["n_train"],
+    n_dev: int = DEFAULT_COUNTS["n_dev"],
+    n_test: int = DEFAULT_COUNTS["n_test"],
+    seed: int = DEFAULT_SEED,
     sample_rate: int = 8000,
     num_workers: int | None = None,
     *,
@@ -170,6 +177,7 @@ def make_dataset(
     verbose: bool = False,
     recorded_dir: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    require_recorded: bool = False,
     **options: Any,
 ) -> Path:
     """Generate the synthetic LibriMix-noisy-like corpus.
@@ -196,6 +204,12 @@ def make_dataset(
             :mod:`usgm.data.synth.recorded`. Unused when ``recorded_fraction`` is 0.
         cache_dir: where downloads and decoded banks are kept (default ``$USGM_CACHE`` or
             ``~/.cache/usgm``).
+        require_recorded: fail when the recorded voices cannot be had. By default a build that
+            asks for recorded voices from Debian's packages (``recorded_fraction`` > 0, no
+            ``recorded_dir``) on a machine without ``apt-get``, or whose download fails, goes on
+            with eSpeak-only sources (``recorded_fraction`` 0), says so in one line on stderr and
+            records why in ``DONE`` (``recorded_fallback``). A ``recorded_dir`` is always
+            required to work.
         **options: fields of :class:`~usgm.data.synth.options.SynthOptions` (e.g. ``mode="max"``,
             ``room_tone_db=None``).
 
@@ -203,8 +217,9 @@ def make_dataset(
         The dataset root (absolute).
 
     Raises:
-        DataError: bad arguments, an existing non-empty ``out`` without ``overwrite``, or an
-            output location that cannot be written.
+        DataError: bad arguments, an existing non-empty ``out`` without ``overwrite``, an
+            output location that cannot be written, or recorded voices that cannot be had where
+            they are required (``recorded_dir`` or ``require_recorded``).
     """
     opts = SynthOptions.from_kwargs(**options)
     root = Path(out).expanduser().absolute()
@@ -225,16 +240,29 @@ def make_dataset(
     try:
         base = build / rate_folder(sample_rate) / opts.mode
         (base / "metadata").mkdir(parents=True)
-        pools = make_pools(seed, opts)
-        recorded = []
+        recorded, fallback = [], None
         if opts.recorded_fraction > 0 and opts.recorded_splits:
-            from usgm.data.synth.recorded import catalogue_key, ensure_bank
+            from usgm.data.synth.recorded import RecordedUnavailable, ensure_bank
 
-            # One-time download/decoding takes a while: always say so, even when not verbose.
-            recorded = ensure_bank(
-                sample_rate, recorded_dir, cache_dir,
-                lambda msg: print(f"[usgm-make-data] {msg}", file=sys.stderr, flush=True),
-            )  # fmt: skip
+            try:
+                # One-time download/decoding takes a while: always say so, even when not verbose.
+                recorded = ensure_bank(
+                    sample_rate, recorded_dir, cache_dir,
+                    lambda msg: print(f"[usgm-make-data] {msg}", file=sys.stderr, flush=True),
+                )  # fmt: skip
+            except RecordedUnavailable as exc:
+                if recorded_dir is not None or require_recorded:
+                    raise
+                fallback = {"reason": exc.reason, "requested_fraction": opts.recorded_fraction}
+                # recorded_fraction 0 draws nothing for the recorded voices: the corpus is
+                # exactly the eSpeak-only one, and DONE says so in its options.
+                opts = dataclasses.replace(opts, recorded_fraction=0.0)
+                print(
+                    f"[usgm] recorded voices unavailable ({exc.reason}): building eSpeak-only "
+                    "data; expect a lower real-speech score, see docs/default-data.md",
+                    file=sys.stderr, flush=True,
+                )  # fmt: skip
+        pools = make_pools(seed, opts)
         kinds = ["mix_both", "mix_clean", *(f"s{j + 1}" for j in range(n_src)), "noise"]
         with tempfile.TemporaryDirectory(prefix="usgm-synth-") as tmp:
             from usgm.data.synth.espeak import make_data_dir
@@ -284,7 +312,8 @@ def make_dataset(
             "recorded_speakers": {
                 r.spk_id: {"pool": r.pool, "seconds": round(r.seconds, 1)} for r in recorded
             },
-            "recorded_catalogue": catalogue_key() if recorded else None,
+            "recorded_catalogue": _catalogue_key() if recorded else None,
+            "recorded_fallback": fallback,
             "build_seconds": round(elapsed, 1),
         }
         (build / COMPLETE_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -294,6 +323,12 @@ def make_dataset(
         raise
     log(f"wrote {sum(counts.values())} mixtures to {root} in {time.perf_counter() - t0:.1f} s")
     return root
+
+
+def _catalogue_key() -> str:
+    from usgm.data.synth.recorded import catalogue_key
+
+    return catalogue_key()
 
 
 def _run_tasks(
