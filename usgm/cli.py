@@ -25,3 +25,10 @@ def export(argv: list[str] | None = None) -> int:
     from usgm.evaluation.export import main
 
     return main(argv)
+
+
+def compare(argv: list[str] | None = None) -> int:
+    """`usgm-compare`: compare runs by method (table, paired differences, curves) from local files."""
+    from usgm.evaluation.compare import main
+
+    return main(argv)
