@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from usgm.models.blocks import BiLSTMBlock, TransformerLayer, TransformerStack, sinusoidal_encoding
@@ -19,16 +18,39 @@ from usgm.models.dual_path import (
 )
 
 
-@pytest.mark.parametrize(("length", "size"), [(1, 2), (7, 4), (8, 4), (9, 4), (23, 10), (250, 250)])
-def test_chunk_contents_and_overlap_add(length: int, size: int) -> None:
-    x = torch.randn(2, length, 3)
-    hop = size // 2
+def test_chunk_of_seven_frames_written_out() -> None:
+    # L = 7, K = 4, hop 2: one hop of zeros in front, then frames 1..7, then zeros up to
+    # 0 0 | 1 2 | 3 4 | 5 6 | 7 0 | 0 0, read as 5 windows of 4 moving by 2.
+    x = torch.arange(1.0, 8.0).reshape(1, 7, 1)
+    expected = [[0, 0, 1, 2], [1, 2, 3, 4], [3, 4, 5, 6], [5, 6, 7, 0], [7, 0, 0, 0]]
+    assert chunk(x, 4)[0, :, :, 0].tolist() == expected
+
+
+# (L, K, chunks S, zeros in front, zeros behind), counted by hand: one hop (K/2) of zeros in
+# front, and behind as many as fill the last hop-block plus one whole hop-block.
+PADDING = [
+    (1, 2, 2, 1, 1),  # 0 | a | 0
+    (7, 4, 5, 2, 3),  # above
+    (8, 4, 5, 2, 2),  # 8 frames fill 4 hop-blocks exactly: one block of zeros behind
+    (9, 4, 6, 2, 3),
+    (23, 10, 6, 5, 7),  # 23 = 4 blocks of 5 + 3: 2 zeros finish block 5, then 5 more
+    (250, 250, 3, 125, 125),  # the paper's K at exactly one chunk of frames
+]
+
+
+@pytest.mark.parametrize(("length", "size", "n_chunks", "front", "back"), PADDING)
+def test_chunk_padding_and_overlap_add(
+    length: int, size: int, n_chunks: int, front: int, back: int
+) -> None:
+    x = torch.rand(2, length, 3) + 1.0  # no zeros inside the sequence
     c = chunk(x, size)
-    n_chunks = math.ceil(length / hop) + 1
     assert c.shape == (2, n_chunks, size, 3)
-    padded = F.pad(x, (0, 0, hop, (n_chunks + 1) * hop - length - hop))
-    for s in range(n_chunks):  # chunk s is padded[s·hop : s·hop + K]
-        torch.testing.assert_close(c[:, s], padded[:, s * hop : s * hop + size])
+    flat = torch.cat([c[:, 0], *[c[:, s, size // 2 :] for s in range(1, n_chunks)]], dim=1)
+    assert flat.shape[1] == front + length + back
+    assert (flat[:, :front] == 0).all() and (flat[:, front + length :] == 0).all()
+    torch.testing.assert_close(flat[:, front : front + length], x)
+    for s in range(1, n_chunks):  # 50 % overlap: each chunk starts with the last one's end
+        torch.testing.assert_close(c[:, s, : size // 2], c[:, s - 1, size // 2 :])
     # every frame lies in exactly two chunks
     torch.testing.assert_close(overlap_add(c, length), 2 * x)
 

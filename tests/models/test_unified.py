@@ -34,7 +34,9 @@ def test_forward_backward_shapes(backbone: str, n_src: int, use_se: bool) -> Non
     mix = torch.randn(2, 201)  # odd length
     out = model(mix)
     assert isinstance(out, SeparatorOutput)
-    n_frames = (201 - 4 + 1) // 2 + 1  # ceil((T - K) / S) + 1
+    # Frames of 4 samples every 2: the last one must hold sample 200, so it starts at 198
+    # (frames 0, 2, …, 198: 100 of them; one zero pads the input to 202 samples).
+    n_frames = 100
     assert out.est.shape == (2, n_src, 201)
     assert out.latent.shape == out.enhanced.shape == (2, 16, n_frames)
     sources = torch.randn(2, n_src, 201)
@@ -51,18 +53,46 @@ def test_forward_backward_shapes(backbone: str, n_src: int, use_se: bool) -> Non
         assert model.se_parameters() == []
 
 
-def test_stages_compose_to_forward_and_encode_is_latent() -> None:
+def reference_forward(model: UnifiedSeparator, mix: torch.Tensor) -> SeparatorOutput:
+    """Hu et al. (2023) Fig. 1 written out with plain tensor ops for T = 97, kernel 4, stride 2.
+
+    Encoder and decoder are spelt out (frames by ``unfold``, synthesis by adding each frame's
+    samples in a loop); the two mask nets are used as given (tests/models/test_dual_path.py
+    checks their parts against torch's own layers).
+    """
+    b, t = mix.shape
+    assert t == 97 and model.encoder.kernel_size == 4 and model.encoder.stride == 2
+    # Frames start at 0, 2, …, 94; the one at 94 covers samples 94..97: one zero appended.
+    frames = torch.cat([mix, mix.new_zeros(b, 1)], dim=1).unfold(1, 4, 2)  # (B, 48, 4)
+    assert frames.shape[1] == 48
+    latent = torch.relu(torch.einsum("blk,nk->bnl", frames, model.encoder.conv.weight[:, 0]))
+    enhanced = latent
+    if model.se_masknet is not None:  # w_e = w ⊙ SE-mask(w)
+        enhanced = latent * model.se_masknet(latent)[:, 0]
+    masked = enhanced[:, None] * model.ss_masknet(enhanced)  # w_e ⊙ m_i, (B, C, N, L)
+    pieces = torch.einsum("bcnl,nk->bclk", masked, model.decoder.deconv.weight[:, 0])
+    out = mix.new_zeros(b, model.n_src, 2 * 47 + 4)
+    for frame in range(48):
+        out[..., 2 * frame : 2 * frame + 4] += pieces[:, :, frame]
+    return SeparatorOutput(est=out[..., :t], latent=latent, enhanced=enhanced)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "n_src", "use_se"),
+    [("sepformer", 2, True), ("sepformer", 3, True), ("dprnn", 2, True), ("sepformer", 2, False)],
+)
+def test_forward_matches_a_reference_written_out(backbone: str, n_src: int, use_se: bool) -> None:
     torch.manual_seed(0)
-    model = build_model(tiny(n_src=3)).eval()
+    model = build_model(tiny(backbone=backbone, n_src=n_src, use_se=use_se)).eval()
     mix = torch.randn(2, 97)
-    out = model(mix)
-    latent = model.encode(mix)
-    torch.testing.assert_close(latent, out.latent)
-    enhanced = model.enhance(latent)
-    torch.testing.assert_close(enhanced, out.enhanced)
-    masks = model.separation_masks(enhanced)
-    assert masks.shape == (2, 3, 16, latent.shape[-1])
-    torch.testing.assert_close(model.decode(enhanced, masks, 97), out.est)
+    with torch.no_grad():
+        out, ref = model(mix), reference_forward(model, mix)
+    torch.testing.assert_close(out.latent, ref.latent, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.enhanced, ref.enhanced, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.est, ref.est, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.encode(mix), ref.latent, rtol=1e-5, atol=1e-6)
+    if use_se:  # the SE stage is not the identity here, so the reference tells its wiring apart
+        assert not torch.allclose(ref.enhanced, ref.latent, atol=1e-3)
 
 
 @pytest.mark.parametrize("n_src", [2, 3])
