@@ -22,7 +22,7 @@ register_resolvers()
 def main(cfg: DictConfig) -> float | None:
     from usgm.data.errors import DataError
     from usgm.evaluation.export import ModelFileError
-    from usgm.evaluation.runner import run
+    from usgm.evaluation.runner import EvaluationError, run
     from usgm.training.factory import build_loggers
 
     try:
@@ -34,7 +34,9 @@ def main(cfg: DictConfig) -> float | None:
             eval_opts=OmegaConf.to_container(cfg.eval, resolve=True),
             loggers=build_loggers(cfg),
         )
-    except (ModelFileError, DataError) as err:  # user errors: one clear message, no traceback
+    # User errors (bad model file, bad data, a model that outputs NaN): one clear message, no
+    # traceback; nothing is written into results_dir before the last utterance is scored.
+    except (ModelFileError, DataError, EvaluationError) as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         sys.exit(1)
     return result.stats["si_snr_i"]["mean"]

@@ -243,3 +243,72 @@ def test_evaluate_py_bad_checkpoint(corpus: Path, tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "notes.ckpt" in proc.stderr and "not a usgm model" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_py_nan_test_wav(tmp_path: Path) -> None:
+    """A NaN sample in a test wav, read in a DataLoader worker: one line naming the file, exit 1,
+    no traceback and no results folder (it used to end in torch.linalg.lstsq's internal assert)."""
+    corpus = write_corpus(tmp_path / "Libri2Mix")
+    bad = corpus / "wav8k/min/test/s2/test2_a-test2_b.wav"
+    x, _ = sf.read(bad, dtype="float32")
+    x[1000] = np.nan
+    sf.write(bad, x, 8000, subtype="FLOAT")
+    ckpt = tmp_path / "m.ckpt"
+    write_checkpoint(ckpt)
+    results = tmp_path / "results"
+    cmd = [
+        sys.executable,
+        "evaluate.py",
+        f"ckpt_path={ckpt}",
+        f"data.root={corpus}",
+        f"results_dir={results}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "data.num_workers=1",
+        "data.validate=none",  # the lazy check on read, in the worker
+        "eval.device=cpu",
+        "eval.progress=false",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr == (
+        f"evaluate.py: error: {bad}: sample 1000 is nan (float audio with NaN/Inf samples)\n"
+    )
+    assert not results.exists()
+
+
+def test_run_refuses_nan_model_and_names_speaker_mismatch(corpus: Path, tmp_path: Path) -> None:
+    from usgm.data.errors import DataError
+    from usgm.evaluation.export import ModelFileError
+    from usgm.evaluation.runner import run
+
+    data = {"root": str(corpus), "num_workers": 0, "n_src": 2}
+    opts = {"device": "cpu", "progress": False}
+    ckpt = tmp_path / "nan.ckpt"
+    write_checkpoint(ckpt)
+    ck = torch.load(ckpt, weights_only=True)
+    next(iter(ck["state_dict"].values())).view(-1)[0] = float("nan")
+    torch.save(ck, ckpt)
+    with pytest.raises(ModelFileError, match="weights are not finite"):
+        run(ckpt, data, "test", tmp_path / "res", opts, print_fn=lambda _: None)
+    assert not (tmp_path / "res").exists()
+
+    three = tmp_path / "three.ckpt"
+    torch.manual_seed(0)
+    from usgm.models import build_model
+
+    cfg = {**TINY, "n_src": 3}
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in build_model(cfg).state_dict().items()},
+            "hyper_parameters": {"model": cfg, "method": "gm", "sample_rate": 8000},
+        },
+        three,
+    )
+    lines: list[str] = []
+    with pytest.raises(DataError) as err:
+        run(three, data, "test", tmp_path / "res", opts, print_fn=lines.append)
+    msg = str(err.value)
+    # data.n_src is taken from the model, so the hint must not suggest setting it.
+    assert "data.n_src" not in msg and "model separates 3 speakers" in msg
+    assert "lists 2 sources" in msg and "Libri3Mix" in msg
+    assert not (tmp_path / "res").exists()

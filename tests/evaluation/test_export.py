@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +111,86 @@ def test_export_of_an_export(tmp_path: Path, tiny_ckpt) -> None:
     a, b = torch.load(first, weights_only=True), torch.load(second, weights_only=True)
     assert a["model"] == b["model"]
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def _poisoned_checkpoint(good: Path, dst: Path, value: float) -> str:
+    """Copy of ``good`` with one weight set to ``value``; returns that tensor's name."""
+    ck = torch.load(good, weights_only=True)
+    name = next(k for k, v in ck["state_dict"].items() if v.is_floating_point() and v.numel() > 1)
+    ck["state_dict"][name] = ck["state_dict"][name].clone()
+    ck["state_dict"][name].view(-1)[1] = value
+    torch.save(ck, dst)
+    return name[len("model.") :]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_refused_everywhere(
+    tmp_path: Path, tiny_ckpt, capsys: pytest.CaptureFixture, value: float
+) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from usgm.evaluation.separate import main as separate_main
+
+    bad = tmp_path / "diverged.ckpt"
+    name = _poisoned_checkpoint(tiny_ckpt[0], bad, value)
+    with pytest.raises(ModelFileError, match="weights are not finite") as err:
+        load_model(bad)
+    assert "1 of " in str(err.value) and repr(name) in str(err.value)
+    assert "diverged.ckpt" in str(err.value) and "\n" not in str(err.value)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    assert export_main([str(bad), str(out / "m.pt")]) == 1
+    err_text = capsys.readouterr().err
+    assert err_text.startswith("usgm-export: error:") and "not finite" in err_text
+    assert err_text.count("\n") == 1 and list(out.iterdir()) == []
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.full(800, 0.01, np.float32), 8000)
+    assert separate_main([str(bad), str(wav), "--out", str(out), "--device", "cpu"]) == 1
+    err_text = capsys.readouterr().err
+    assert err_text.startswith("usgm-separate: error:") and "not finite" in err_text
+    assert err_text.count("\n") == 1 and list(out.iterdir()) == []
+
+
+def test_load_error_keeps_the_useful_part(tmp_path: Path) -> None:
+    """The refused pickle names the global it refused, whole; no mid-word cut, no advice to
+    load with weights_only=False."""
+    evil = tmp_path / "evil.pt"
+    with open(evil, "wb") as fh:
+        pickle.dump({"x": Evil()}, fh, protocol=2)  # torch's own protocol: refused by global
+    with pytest.raises(ModelFileError) as err:
+        load_model(evil)
+    msg = str(err.value)
+    assert "UnpicklingError: Unsupported global: GLOBAL print was not an allowed global" in msg
+    assert "weights_only` set to `False`" not in msg and msg.endswith(")")
+
+    trunc = tmp_path / "trunc.pt"
+    torch.save({"a": torch.zeros(1000)}, trunc)
+    trunc.write_bytes(trunc.read_bytes()[:700])
+    with pytest.raises(ModelFileError) as err:
+        load_model(trunc)
+    msg = str(err.value)
+    assert "failed finding central directory)" in msg, msg  # the first sentence, whole
+
+
+def test_load_failure_reason_reference() -> None:
+    from usgm.evaluation.export import load_failure_reason
+
+    long = "word " * 80  # 400 characters, no sentence end: kept whole
+    assert (
+        load_failure_reason(RuntimeError(long + "\nsecond line")) == "RuntimeError: " + long.strip()
+    )
+    assert load_failure_reason(EOFError()) == "EOFError"
+    assert load_failure_reason(ValueError("First. Second.")) == "ValueError: First"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_export_respects_umask(tmp_path: Path, tiny_ckpt, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        export_model(tiny_ckpt[0], tmp_path / "m.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.pt").stat().st_mode) == 0o666 & ~umask

@@ -165,3 +165,16 @@ def test_sdr_ill_conditioned_and_multithreaded() -> None:
     finally:
         torch.set_num_threads(threads)
     assert np.abs(ours - mir_sdr(refs, ests)).max() < 0.01
+
+
+@pytest.mark.parametrize("where", ["est", "ref", "mix"])
+def test_non_finite_inputs_raise_a_clear_error(where: str) -> None:
+    """NaN anywhere: a ValueError naming the input, not torch.linalg.lstsq's internal assert."""
+    torch.manual_seed(0)
+    sig = {k: torch.randn(2, 4000) for k in ("est", "ref")} | {"mix": torch.randn(4000)}
+    sig[where][..., 17] = float("nan")
+    with pytest.raises(ValueError, match=f"{where} holds non-finite values"):
+        utterance_metrics(sig["est"], sig["ref"], sig["mix"])
+    if where != "mix":
+        with pytest.raises(ValueError, match=f"{where} holds non-finite"):
+            bss_sdr(sig["est"], sig["ref"])

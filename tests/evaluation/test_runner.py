@@ -143,3 +143,73 @@ def test_log_to_loggers_csv_and_wandb_payload(tmp_path: Path) -> None:
     assert wb.metrics["eval/si_snr_i"] == pytest.approx(2.0)
     assert "eval/per_utterance" in wb.payload and "eval/si_snr_i_hist" in wb.payload
     assert "eval/examples/u0/s1_est" in wb.payload and "eval/examples/u0/mixture" in wb.payload
+
+
+class NanOnSecond(nn.Module):
+    """Finite outputs, except NaN for the second forward call (a network that overflows)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, mix: torch.Tensor) -> SimpleNamespace:
+        self.calls += 1
+        est = torch.stack([mix, 0.5 * mix], dim=1)
+        if self.calls == 2:
+            est[:, 0, 3] = float("nan")
+        return SimpleNamespace(est=est)
+
+
+def _batches(n: int) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        src = torch.randn(1, 2, 800, generator=g)
+        out.append(
+            {
+                "mix": src.sum(1),
+                "sources": src,
+                "mix_clean": src.sum(1),
+                "lengths": torch.tensor([800]),
+                "ids": [f"u{i}"],
+            }
+        )
+    return out
+
+
+def test_nan_output_is_an_error_and_leaves_no_results(tmp_path: Path) -> None:
+    from usgm.evaluation.runner import EvaluationError, evaluate
+
+    out = tmp_path / "results"
+    opts = EvalOptions(device="cpu", progress=False, n_examples=3)
+    with pytest.raises(EvaluationError, match="utterance 'u1' holds NaN/Inf") as err:
+        # u0 is an example and scored before the failure: still nothing may be written.
+        evaluate(
+            NanOnSecond(),
+            _batches(3),
+            n_batches=3,
+            n_utterances=3,
+            sample_rate=8000,
+            out_dir=out,
+            opts=opts,
+            example_ids={"u0", "u1", "u2"},
+            print_fn=lambda _: None,
+        )
+    assert "\n" not in str(err.value)
+    assert not out.exists()
+    # The same model and batches without the overflow write the whole report.
+    model = NanOnSecond()
+    model.calls = 5
+    res = evaluate(
+        model,
+        _batches(3),
+        n_batches=3,
+        n_utterances=3,
+        sample_rate=8000,
+        out_dir=out,
+        opts=opts,
+        example_ids={"u0", "u2"},
+        print_fn=lambda _: None,
+    )
+    assert sorted(p.name for p in (out / "examples").iterdir()) == ["u0", "u2"]
+    assert (out / "all_metrics.csv").exists() and res.summary["n_utterances"] == 3

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,24 @@ class ModelFileError(ValueError):
     """A file that is not a usgm model (export or Lightning checkpoint); the message names it."""
 
 
+def load_failure_reason(err: BaseException) -> str:
+    """The useful part of a ``torch.load`` error, whole, on one line.
+
+    torch's weights-only refusal opens with a paragraph about its changed default (and advice to
+    load with ``weights_only=False``, which would run the file's code); the cause is the
+    "WeightsUnpickler error:" part, e.g. "Unsupported global: GLOBAL builtins.print was not an
+    allowed global by default". Other errors keep their first line. Either is cut at a sentence
+    end, never in the middle of a word, and prefixed with the exception type.
+    """
+    text = str(err).strip()
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].split("Check the documentation of torch.load", 1)[0]
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    first = line.split(". ", 1)[0].rstrip(".") if line else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
 def _read(path: Path) -> Any:
     if not path.exists():
         raise ModelFileError(f"{path}: no such model file")
@@ -41,10 +59,51 @@ def _read(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types here (pickle, zip, EOF, runtime)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(
-            f"{path}: not a usgm model file (torch.load(weights_only=True) failed: {reason[:200]})"
+            f"{path}: not a usgm model file (torch.load(weights_only=True) refused it: "
+            f"{load_failure_reason(err)})"
         ) from err
+
+
+def nonfinite_weights(state: Mapping[str, torch.Tensor]) -> str | None:
+    """Describe the non-finite entries of a state dict, or None when every value is finite.
+
+    Returns:
+        e.g. ``"12 of 3456 values are NaN/Inf, in 'encoder.conv.weight', 'mask.norm.bias'"``.
+    """
+    names, bad, total = [], 0, 0
+    for name, value in state.items():
+        if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
+            continue
+        total += value.numel()
+        n = int((~torch.isfinite(value)).sum())
+        if n:
+            bad += n
+            names.append(repr(name))
+    if not bad:
+        return None
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more tensors" if len(names) > 3 else "")
+    return f"{bad} of {total} values are NaN/Inf, in {shown}"
+
+
+def create_temp(directory: Path, prefix: str, suffix: str) -> Path:
+    """Create an empty, new file in ``directory`` whose mode follows the umask (like ``open``).
+
+    ``tempfile.mkstemp`` always creates mode 0600, which the final ``os.replace`` would carry
+    over to the user's output files.
+
+    Returns:
+        The path of the new, empty file.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        path = directory / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(path, flags, 0o666))
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free temporary name in {directory} (prefix {prefix!r})")
 
 
 def _plain(value: Any) -> Any:
@@ -114,12 +173,19 @@ def load_model(
         (plus ``epoch`` / ``global_step`` for checkpoints and the export's own meta).
 
     Raises:
-        ModelFileError: the file is missing, unreadable, or not a usgm model.
+        ModelFileError: the file is missing, unreadable, not a usgm model, or its weights hold
+            NaN/Inf (a diverged run: it could only produce NaN audio and metrics).
     """
     from usgm.models import build_model
 
     path = Path(path)
     cfg, sample_rate, state, meta = _unpack(_read(path), path)
+    problem = nonfinite_weights(state)
+    if problem:
+        raise ModelFileError(
+            f"{path}: the model's weights are not finite ({problem}): the training run diverged; "
+            "use an earlier checkpoint"
+        )
     try:
         model = build_model(cfg)
     except Exception as err:
@@ -171,14 +237,13 @@ def export_model(src: str | os.PathLike, dst: str | os.PathLike) -> dict[str, An
     }
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
-    os.close(fd)
+    tmp = create_temp(dst.parent, prefix=f".{dst.name}.", suffix=".partial")
     try:
         torch.save(payload, tmp)
         torch.load(tmp, map_location="cpu", weights_only=True)  # guarantee the promise on disk
         os.replace(tmp, dst)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return payload["meta"]
 

@@ -26,6 +26,17 @@ _EPS = 1e-20  # energies are sums of squares in float64: keeps log10 finite for 
 EVAL_EXTRA = "usgm[eval]"
 
 
+def _require_finite(**tensors: Tensor | None) -> None:
+    """Raise ValueError naming the first tensor with a NaN/Inf value.
+
+    A non-finite signal has no defined metric; without this check the BSS-eval solver ends in an
+    internal assertion of ``torch.linalg.lstsq`` instead of an error that says why.
+    """
+    for name, x in tensors.items():
+        if x is not None and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} holds non-finite values (NaN/Inf): no metric is defined")
+
+
 def _db(num: Tensor, den: Tensor) -> Tensor:
     return 10.0 * torch.log10((num + _EPS) / (den + _EPS))
 
@@ -45,9 +56,13 @@ def bss_sdr(est: Tensor, ref: Tensor, filter_len: int = BSS_FILTER_LEN) -> Tenso
 
     Returns:
         SDR in dB, shape (...) = broadcast batch shape.
+
+    Raises:
+        ValueError: lengths differ, or ``est`` / ``ref`` holds NaN/Inf.
     """
     if est.shape[-1] != ref.shape[-1]:
         raise ValueError(f"est and ref lengths differ: {est.shape[-1]} vs {ref.shape[-1]}")
+    _require_finite(est=est, ref=ref)
     n = est.shape[-1]
     est = est.to(torch.float64)
     ref = ref.to(torch.float64)
@@ -194,7 +209,11 @@ def utterance_metrics(
     Returns:
         (metrics dict with ``input_snr, si_snr, si_snr_i, sdr, sdr_i`` [+ ``pesq, stoi``],
         ``perm`` (C,) with ``est[perm[c]]`` matched to ``ref[c]``).
+
+    Raises:
+        ValueError: an input holds NaN/Inf (named in the message).
     """
+    _require_finite(est=est, ref=ref, mix=mix, mix_clean=mix_clean)
     est = est.float()
     ref = ref.float()
     mix = mix.float()

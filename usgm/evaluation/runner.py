@@ -22,9 +22,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from usgm.data.errors import DataError, SourceCountError
 from usgm.evaluation import report
 from usgm.evaluation.metrics import utterance_metrics
 from usgm.evaluation.separate import separate_in_windows
+
+
+class EvaluationError(RuntimeError):
+    """The evaluation cannot give valid numbers (e.g. the model outputs NaN); names the utterance."""
 
 
 @dataclass
@@ -226,18 +231,24 @@ def evaluate(
         order: mixture ID → dataset index, to write the CSV in dataset order.
         print_fn: where the summary table goes.
 
+    Nothing is written into ``out_dir`` until every utterance is scored: the example audio is kept
+    in memory (a few utterances), so a failure part way (a bad file, a non-finite model output)
+    leaves no half-written results folder.
+
     Returns:
         :class:`EvalResult`.
+
+    Raises:
+        EvaluationError: the model's output for an utterance is not finite.
     """
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(opts.device)
     sep = Separator(model, device, sample_rate, opts)
     columns = list(report.BASE_COLUMNS) + (list(report.PESQ_COLUMNS) if opts.pesq else [])
     example_ids = set(example_ids or ())
-    example_dirs: list[Path] = []
+    examples: list[tuple[str, tuple[Any, ...]]] = []  # (ID, write_example's audio arguments)
     rows: list[dict[str, Any]] = []
 
     bar = tqdm(
@@ -252,6 +263,13 @@ def evaluate(
         for b, est in enumerate(ests):
             n = est.shape[-1]
             uid = str(batch["ids"][b])
+            if not bool(torch.isfinite(est).all()):
+                # The input is finite (read_wav checks every file) and load_model refuses
+                # non-finite weights: the network itself overflows on this utterance.
+                raise EvaluationError(
+                    f"the model's output for utterance {uid!r} holds NaN/Inf values (its input "
+                    f"is finite): no valid metrics; nothing was written to {out_dir}"
+                )
             mix = batch["mix"][b, :n].to(device)
             ref = batch["sources"][b, :, :n].to(device)
             clean = batch["mix_clean"][b, :n].to(device) if "mix_clean" in batch else None
@@ -260,20 +278,22 @@ def evaluate(
             )
             rows.append({report.ID_COLUMN: uid, **m})
             if uid in example_ids:
-                d = out_dir / "examples" / uid
-                report.write_example(
-                    d,
-                    sample_rate,
+                audio = (
                     mix.cpu().numpy(),
                     ref.cpu().numpy(),
                     est[perm].cpu().numpy(),
                     None if clean is None else clean.cpu().numpy(),
                 )
-                example_dirs.append(d)
+                examples.append((uid, audio))
             bar.update(1)
     bar.close()
     if not rows:
         raise ValueError("the evaluation split yielded no utterances")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    example_dirs: list[Path] = []
+    for uid, audio in examples:
+        example_dirs.append(out_dir / "examples" / uid)
+        report.write_example(example_dirs[-1], sample_rate, *audio)
     if order is not None:
         rows.sort(key=lambda r: order.get(r[report.ID_COLUMN], math.inf))
 
@@ -357,7 +377,15 @@ def run(
     if kw.get("seed") is None:  # evaluation is deterministic; the seed only names a default
         kw["seed"] = 0
     dm = LibriMixDataModule(**kw)
-    dm.setup("test")
+    try:
+        dm.setup("test")
+    except SourceCountError as err:
+        # data.n_src is overridden from the model above, so "set data.n_src=…" would not help.
+        raise DataError(
+            f"the model separates {err.expected} speakers but {err.csv_path} lists {err.found} "
+            f"sources per mixture: evaluate it on a Libri{err.expected}Mix root (data.root=…), "
+            f"or evaluate a {err.found}-speaker model on this one"
+        ) from err
     dataset = dm.test_set
     assert dataset is not None
     utts = dataset.utterances

@@ -14,7 +14,6 @@ import itertools
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,23 @@ import soundfile as sf
 import torch
 from torch import Tensor, nn
 
-from usgm.evaluation.export import ModelFileError, load_model
+from usgm.data.librimix import FLOAT_SUBTYPES, sample_problem, scan_samples
+from usgm.evaluation.export import ModelFileError, create_temp, load_model
 
 DEFAULT_WINDOW_S = 30.0
 DEFAULT_OVERLAP_S = 3.0
+# Largest (input rate / g) × (model rate / g), g = gcd, that resampling accepts: torchaudio builds
+# a polyphase kernel of about that many taps, so 8001 → 8000 Hz (64 M) takes seconds per window
+# and 96001 Hz gigabytes, while 44056 → 8000 Hz (5.5 M) takes a fraction of a second.
+MAX_RESAMPLE_PHASES = 10_000_000
 
 
 class AudioInputError(ValueError):
     """An input recording that cannot be separated; the message names the file."""
+
+
+class SeparationError(RuntimeError):
+    """The model produced NaN/Inf for a (finite) input; the message names the file and time."""
 
 
 # ----------------------------------------------------------------------------- stitching
@@ -212,20 +220,49 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
 def check_audio(path: Path) -> Any:
-    """Opens the header of ``path``.
+    """Opens the header of ``path`` and, for float audio, checks every sample.
+
+    Float files (subtype FLOAT/DOUBLE) can hold NaN/Inf, which the network would turn into
+    all-NaN outputs: they are read in full here, before any separation starts, so a bad input
+    stops the run before anything is written (:func:`usgm.data.librimix.sample_problem`).
 
     Raises:
-        AudioInputError: unreadable/unknown format or no samples.
+        AudioInputError: unreadable/unknown format, no samples, or a NaN/Inf/out-of-range sample.
     """
     try:
         info = sf.info(str(path))
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError / TypeError
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise AudioInputError(f"{path}: cannot read audio ({msg})") from err
+        raise AudioInputError(f"{path}: cannot read audio ({_first_line(err)})") from err
     if info.frames <= 0:
         raise AudioInputError(f"{path}: empty audio file (0 samples)")
+    if info.subtype in FLOAT_SUBTYPES:
+        try:
+            problem = scan_samples(path, info.channels)
+        except Exception as err:  # a header that lies about the data that follows
+            raise AudioInputError(f"{path}: cannot read audio ({_first_line(err)})") from err
+        if problem:
+            raise AudioInputError(f"{path}: {problem}")
     return info
+
+
+def check_rate(path: Path, rate: int, model_rate: int) -> None:
+    """Refuses an input rate whose resampling to the model's rate would be impractically costly.
+
+    Raises:
+        AudioInputError: naming the rate and a common rate to convert to.
+    """
+    g = math.gcd(rate, model_rate)
+    if (rate // g) * (model_rate // g) > MAX_RESAMPLE_PHASES:
+        raise AudioInputError(
+            f"{path}: sample rate {rate} Hz has no practical resampling to the model's "
+            f"{model_rate} Hz (ratio {rate // g}/{model_rate // g}); convert the file to a "
+            f"common rate such as {model_rate} or 48000 Hz first"
+        )
 
 
 def separate_file(
@@ -266,23 +303,41 @@ def separate_file(
     writers: list[sf.SoundFile] = []
     try:
         for f in finals:
-            fd, tmp = tempfile.mkstemp(prefix=f".{f.stem}.", suffix=".partial.wav", dir=out_dir)
-            os.close(fd)
-            temps.append(Path(tmp))
+            # Not mkstemp: its mode 0600 would end up on the outputs; these follow the umask.
+            temps.append(create_temp(out_dir, prefix=f".{f.stem}.", suffix=".partial.wav"))
             writers.append(
                 sf.SoundFile(
-                    tmp, "w", samplerate=sample_rate, channels=1, format="WAV", subtype=subtype
+                    str(temps[-1]),
+                    "w",
+                    samplerate=sample_rate,
+                    channels=1,
+                    format="WAV",
+                    subtype=subtype,
                 )
             )
         with sf.SoundFile(str(path)) as src:
+            pos = 0
 
             def read(k: int) -> Tensor:
+                nonlocal pos
                 block = src.read(k, dtype="float32", always_2d=True)
+                # check_audio scans float files up front; this also covers callers that skip it.
+                problem = sample_problem(block, pos)
+                if problem:
+                    raise AudioInputError(f"{path}: {problem}")
+                pos += len(block)
                 return torch.from_numpy(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0])
 
             stitcher = OverlapStitcher(overlap)
-            for win, final in iter_windows(read, window, window - overlap):
-                done = stitcher.push(separate(win), final).numpy()
+            hop = window - overlap
+            for i, (win, final) in enumerate(iter_windows(read, window, hop)):
+                est = separate(win)
+                if not bool(torch.isfinite(est).all()):
+                    raise SeparationError(
+                        f"{path}: the model's output is NaN/Inf for the window starting at "
+                        f"{i * hop / sample_rate:.2f} s (the input is finite); nothing was written"
+                    )
+                done = stitcher.push(est, final).numpy()
                 for w, chan in zip(writers, done):
                     w.write(np.ascontiguousarray(chan, dtype=np.float32))
         for w in writers:
@@ -356,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         files = collect_inputs(args.inputs)
         infos = {f: check_audio(f) for f in files}  # every input is checked before any work
         model, meta = load_model(args.model, device=device)
+        for f in files:
+            check_rate(f, infos[f].samplerate, int(meta["sample_rate"]))
     except (AudioInputError, ModelFileError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 1
@@ -377,9 +434,12 @@ def main(argv: list[str] | None = None) -> int:
                 args.overlap,
                 args.subtype.upper(),
             )
+        except (AudioInputError, SeparationError) as err:  # these name the file themselves
+            print(f"{prog}: error: {_first_line(err)}", file=sys.stderr)
+            failed += 1
+            continue
         except (RuntimeError, ValueError, OSError) as err:
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            print(f"{prog}: error: {f}: {msg}", file=sys.stderr)
+            print(f"{prog}: error: {f}: {_first_line(err)}", file=sys.stderr)
             failed += 1
             continue
         print(f"{f} -> {', '.join(str(w) for w in written)}")
