@@ -18,17 +18,24 @@ from usgm.training.factory import register_resolvers
 
 register_resolvers()
 
+# Exit status after a SIGTERM stop: 128 + 15, what a shell reports for a process killed by it.
+PREEMPTED_EXIT = 143
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from usgm.data.errors import DataError
-    from usgm.training.pipeline import ConfigError, train
+    from usgm.training.pipeline import ConfigError, Preempted, train
 
     try:
         metrics = train(cfg)
     except (ConfigError, DataError) as err:  # user errors: one clear line, no traceback
         print(f"usgm: error: {err}", file=sys.stderr)
         sys.exit(1)
+    except Preempted as err:  # SIGTERM: checkpoint saved; a scheduler must not read "done"
+        if err.report:
+            print(f"usgm: {err}", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT)
     # Returned for Hydra sweepers that optimise a value.
     return metrics.get("test/si_snri", metrics.get("val/si_snri"))
 

@@ -5,6 +5,13 @@ Reads a real LibriMix root or the generated default set (same layout, see
 Training items are random segments (a new offset per item and epoch) with optional speed
 perturbation and dynamic mixing (:mod:`usgm.data.augment`); dev/test items are whole utterances.
 
+The training data stream is a pure function of ``(seed, epoch, rank, index)``: the
+:class:`ResumableSampler` shuffles and shards the indices (like ``DistributedSampler``) and hands
+each index to the dataset as an :class:`ItemKey`, from which the item's crop, speed factors and
+dynamic mixture are drawn. So every rank draws different items, the stream does not depend on the
+number of DataLoader workers, and :class:`ResumableDataLoader` can save and restore its position
+(epoch, batches consumed) in Lightning checkpoints: a resumed run continues the same stream.
+
 Batch (see the project spec), built by :func:`collate_batch`:
 
 - ``mix`` (B, T) float32: model input (``mix_both`` for ``sep_noisy``, ``mix_clean`` for ``sep_clean``)
@@ -18,14 +25,15 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from usgm.data.augment import DynamicMixer, SpeedPerturb, remix
 from usgm.data.errors import DataError
@@ -36,6 +44,23 @@ SHORT_POLICIES = ("pad", "drop")
 SPLIT_ALIASES = {"train": "train", "fit": "train", "valid": "valid", "val": "valid"}
 SPLIT_ALIASES |= {"validate": "valid", "test": "test", "predict": "test"}
 Item = dict[str, Any]
+
+
+class ItemKey(NamedTuple):
+    """What :class:`ResumableSampler` yields: a dataset index and the draw it belongs to.
+
+    The item's random choices are seeded from ``(dataset seed, epoch, rank, index)`` alone, so
+    the same key always gives the same item, whichever worker process builds it.
+    """
+
+    index: int
+    epoch: int
+    rank: int
+
+
+def _dist_rank() -> int:
+    """This process's global rank (0 outside torch.distributed)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def collate_batch(items: Sequence[Item]) -> dict[str, Any]:
@@ -91,8 +116,11 @@ class LibriMixDataset(Dataset):
             :func:`usgm.data.librimix.load_split`).
         validate_samples: mixtures whose headers ``sample`` checks.
         limit: keep the first ``limit`` mixtures.
-        seed: base seed; each worker process derives its own generator from it and the
-            DataLoader's per-worker seed, so crops differ across workers and epochs.
+        seed: base seed. Items requested with an :class:`ItemKey` (what the DataModule's
+            training sampler yields) draw from a generator seeded by ``(seed, epoch, rank,
+            index)``; items requested with a plain index draw from one generator per process,
+            seeded by ``seed``, the rank and the DataLoader's worker seed, so repeated requests
+            differ.
         utterances: an already loaded (and validated) list; skips reading the metadata.
     """
 
@@ -155,26 +183,39 @@ class LibriMixDataset(Dataset):
             else None
         )
         self._rng: np.random.Generator | None = None
-        self._rng_key: tuple[int, int] | None = None
+        self._rng_key: tuple | None = None
 
     def __len__(self) -> int:
         return len(self.utterances)
 
     def rng(self) -> np.random.Generator:
-        """This process's generator: seeded from ``seed`` (+ the worker seed in a worker)."""
+        """This process's generator for plain-index requests.
+
+        Seeded from ``seed``, the global rank (so DDP ranks differ) and, in a DataLoader worker,
+        the worker seed (so workers and epochs differ).
+        """
         info = get_worker_info()
-        key = None if info is None else (info.id, info.seed)
+        rank = _dist_rank()
+        key = (rank, None) if info is None else (rank, info.id, info.seed)
         if self._rng is None or key != self._rng_key:
-            entropy = [self.seed] if info is None else [self.seed, info.seed]
+            entropy = [self.seed, rank] if info is None else [self.seed, rank, info.seed]
             self._rng = np.random.default_rng(entropy)
             self._rng_key = key
         return self._rng
 
-    def __getitem__(self, index: int) -> Item:
+    def item_rng(self, key: ItemKey) -> np.random.Generator:
+        """The generator of one keyed draw: a pure function of ``(seed, epoch, rank, index)``."""
+        return np.random.default_rng([self.seed, key.epoch, key.rank, key.index])
+
+    def __getitem__(self, index: int | ItemKey) -> Item:
+        if isinstance(index, ItemKey):
+            key, index = index, index.index
+        else:
+            key = None
         utt = self.utterances[index]
         if not self.train:
             return self._whole(utt)
-        rng = self.rng()
+        rng = self.rng() if key is None else self.item_rng(key)
         if self.mixer is not None:
             return self._dynamic_mix(rng)
         if self.speed is not None:
@@ -255,6 +296,104 @@ class LibriMixDataset(Dataset):
         return self._item(mix, sources, mix_clean, uid)
 
 
+class ResumableSampler(DistributedSampler):
+    """Shuffles and shards the training set per epoch; yields :class:`ItemKey` s; resumable.
+
+    A ``DistributedSampler`` (so Lightning neither wraps nor replaces it under DDP): every rank
+    takes its own share of one permutation seeded by ``seed + epoch``, and each key carries the
+    epoch and rank so that the dataset's random draws differ across ranks and epochs.
+
+    The epoch is the one given to :meth:`set_epoch` (Lightning calls it before every epoch) or
+    :meth:`set_position`; an iteration that neither preceded takes the next epoch, so a plain
+    ``for epoch ...: for batch in loader`` loop also gets new draws every epoch.
+
+    Args:
+        dataset: the training dataset.
+        num_replicas: world size.
+        rank: this process's global rank.
+        shuffle: shuffle every epoch.
+        seed: shuffle seed (the same on every rank).
+    """
+
+    def __init__(
+        self, dataset: Dataset, *, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:  # fmt: skip
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+            drop_last=False,
+        )  # fmt: skip
+        self._skip = 0  # samples of the next iteration already consumed before a resume
+        self._positioned = True  # the first iteration is epoch 0
+        self.iter_epoch = 0  # epoch and skip of the iteration in progress
+        self.iter_skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Sets the next iteration's epoch (keeps a restored position within that epoch)."""
+        if epoch != self.epoch:
+            self._skip = 0
+        super().set_epoch(epoch)
+        self._positioned = True
+
+    def set_position(self, epoch: int, skip: int) -> None:
+        """The next iteration is ``epoch`` with its first ``skip`` samples left out (a resume)."""
+        super().set_epoch(epoch)
+        self._skip = max(0, int(skip))
+        self._positioned = True
+
+    def __iter__(self) -> Iterator[ItemKey]:  # type: ignore[override]
+        if not self._positioned:
+            super().set_epoch(self.epoch + 1)
+            self._skip = 0
+        self._positioned = False
+        self.iter_epoch, self.iter_skip = self.epoch, self._skip
+        self._skip = 0
+        indices = list(super().__iter__())[self.iter_skip :]
+        return iter([ItemKey(int(i), self.iter_epoch, self.rank) for i in indices])
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position in its :class:`ResumableSampler` stream is checkpointable.
+
+    Lightning saves ``state_dict()`` of stateful training loaders with the fit loop's state and
+    calls ``load_state_dict()`` before iterating on resume. The position counts batches handed to
+    the training loop (not those prefetched by workers), so a run resumed from a checkpoint
+    continues with exactly the batch after the last one it trained on. With any other sampler
+    (e.g. one Lightning substituted for ``overfit_batches``) the state is empty and ignored.
+    Takes exactly ``DataLoader``'s arguments, so Lightning can re-instantiate it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._position: tuple[int, int] = (0, 0)  # (epoch, batches consumed)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        sampler = self.sampler if isinstance(self.sampler, ResumableSampler) else None
+        consumed = None
+        for batch in super().__iter__():
+            if sampler is not None:
+                if consumed is None:  # the sampler has started this iteration by now
+                    consumed = sampler.iter_skip // (self.batch_size or 1)
+                consumed += 1
+                self._position = (sampler.iter_epoch, consumed)
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "batches"}``: the epoch in progress and its batches already trained on."""
+        if not isinstance(self.sampler, ResumableSampler):
+            return {}
+        epoch, batches = self._position
+        return {"epoch": epoch, "batches": batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Positions the next iteration just after the saved batch."""
+        if not state or not isinstance(self.sampler, ResumableSampler):
+            return
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        self._position = (epoch, batches)
+        self.sampler.set_position(epoch, batches * (self.batch_size or 1))
+
+
 class LibriMixDataModule(L.LightningDataModule):
     """LibriMix-noisy (or clean) data for training, validation and test.
 
@@ -281,7 +420,7 @@ class LibriMixDataModule(L.LightningDataModule):
         validate_samples: mixtures per split whose headers ``sample`` checks.
         max_train, max_valid, max_test: keep only the first N mixtures (debug/smoke runs).
         pin_memory: DataLoader pin_memory.
-        seed: seeds the training shuffle, the worker generators and the header sample.
+        seed: seeds the training shuffle, the items' random draws and the header sample.
     """
 
     def __init__(
@@ -424,20 +563,40 @@ class LibriMixDataModule(L.LightningDataModule):
             utterances=self._load(split, limit),
         )
 
+    def _world(self) -> tuple[int, int]:
+        """(world size, global rank): the attached trainer's, else torch.distributed's."""
+        trainer = self.trainer
+        if trainer is not None:
+            return int(trainer.world_size), int(trainer.global_rank)
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(), dist.get_rank()
+        return 1, 0
+
     def _loader(self, dataset: LibriMixDataset | None, stage: str, train: bool) -> DataLoader:
         if dataset is None:
             self.setup(stage)
             return self._loader(self._dataset_for(stage), stage, train)
-        return DataLoader(
+        if not train:
+            return DataLoader(
+                dataset,
+                batch_size=self.eval_batch_size,
+                shuffle=False,
+                num_workers=self.num_workers,
+                collate_fn=collate_batch,
+                pin_memory=self.pin_memory,
+            )
+        world_size, rank = self._world()
+        # The sampler owns the whole training stream (order and per-item draws), sharded by
+        # rank; the loader makes its position part of Lightning's checkpoints.
+        sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank, seed=self.seed)
+        return ResumableDataLoader(
             dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            batch_size=self.batch_size,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate_batch,
             pin_memory=self.pin_memory,
             drop_last=False,
-            # A dedicated generator: reproducible shuffles and worker seeds that change per epoch.
-            generator=torch.Generator().manual_seed(self.seed) if train else None,
             persistent_workers=False,
         )
 

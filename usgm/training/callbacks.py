@@ -1,5 +1,5 @@
 """Callbacks: validation audio examples and spectrograms (W&B, TensorBoard), fault-tolerant
-last checkpoint."""
+last checkpoint (periodic, and on SIGTERM)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 def spectrogram_figure(signals: dict[str, np.ndarray], sample_rate: int):
@@ -131,9 +132,13 @@ class LastCheckpoint(pl.Callback):
     """Keeps ``<dirpath>/last.ckpt`` current for fault-tolerant resume.
 
     Saved every ``every_n_train_steps`` optimizer steps (so a run killed mid-epoch loses at most
-    that many steps), after each validation and at the end of training. Each save goes to a
-    temporary file that replaces ``last.ckpt`` only when complete, so a kill during the write
-    never leaves a truncated checkpoint behind.
+    that many steps), after each validation, at the end of training and when training stops on
+    SIGTERM (what SLURM and other schedulers send before killing a job: Lightning turns it into
+    a :class:`~lightning.pytorch.utilities.exceptions.SIGTERMException` at the next batch
+    boundary, on every rank together). Each save goes to a temporary file that replaces
+    ``last.ckpt`` only when complete, so a kill during the write never leaves a truncated
+    checkpoint behind. Together with the training loader's saved position, the checkpoint
+    resumes the same data stream.
 
     Args:
         dirpath: checkpoint folder.
@@ -146,11 +151,18 @@ class LastCheckpoint(pl.Callback):
         self.every_n_train_steps = every_n_train_steps
         self.filename = filename
         self._saved_at: int | None = None
+        # Where and at which step the checkpoint for a SIGTERM was saved (None: not stopped so).
+        self.preempted: tuple[Path, int] | None = None
+
+    @property
+    def path(self) -> Path:
+        """The checkpoint file, ``<dirpath>/<filename>``."""
+        return self.dirpath / self.filename
 
     def _save(self, trainer: pl.Trainer) -> None:
         if self._saved_at == trainer.global_step or trainer.fast_dev_run:
             return
-        path = self.dirpath / self.filename
+        path = self.path
         tmp = path.with_name(path.name + ".partial")
         trainer.save_checkpoint(tmp)  # every rank calls; rank 0 writes
         if trainer.is_global_zero:
@@ -169,3 +181,16 @@ class LastCheckpoint(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        # Only a SIGTERM while fitting: the loops raise it at a batch boundary on every rank
+        # together, so the state is consistent and the collective save cannot deadlock. After
+        # any other exception the state may be half-updated (or the ranks out of step).
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        self._save(trainer)
+        self.preempted = (self.path, trainer.global_step)
