@@ -4,6 +4,8 @@ last checkpoint (periodic, and on SIGTERM)."""
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +172,9 @@ class LastCheckpoint(pl.Callback):
         trainer.strategy.barrier("usgm_last_checkpoint")
         self._saved_at = trainer.global_step
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _collective_free_sigterm(trainer)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         n = self.every_n_train_steps
         if n and trainer.global_step > 0 and trainer.global_step % n == 0:
@@ -194,3 +199,33 @@ class LastCheckpoint(pl.Callback):
             return
         self._save(trainer)
         self.preempted = (self.path, trainer.global_step)
+
+
+def _collective_free_sigterm(trainer: pl.Trainer) -> None:
+    """Swaps Lightning's SIGTERM notifier for one that runs no collective inside the handler.
+
+    Lightning 2.6's notifier broadcasts from rank 0 inside the signal handler; on ranks that are
+    in (or between) other collectives at that moment the broadcasts pair up with the wrong
+    operation and a 2-process gloo run hangs when every rank gets SIGTERM (as under SLURM).
+    Lightning's training loop already broadcasts rank 0's flag at every batch, so setting the
+    flag (and forwarding the signal to the ranks Lightning started, as its notifier does) is
+    enough. The other handlers Lightning composed with it (SLURM's, earlier ones) are kept, and
+    so is its SIGUSR1 auto-requeue handler, which this does not touch.
+    """
+    connector = getattr(trainer, "_signal_connector", None)
+    if connector is None or threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    handlers = getattr(current, "signal_handlers", None)  # Lightning's _HandlersCompose
+    if not isinstance(handlers, list):
+        return
+    original = connector._sigterm_notifier_fn
+
+    def notify(signum: int, frame: Any) -> None:
+        if not connector.received_sigterm:
+            launcher = trainer.strategy.launcher
+            if launcher is not None:
+                launcher.kill(signum)
+        connector.received_sigterm = True
+
+    current.signal_handlers = [notify if h == original else h for h in handlers]
