@@ -231,3 +231,37 @@ def test_lazy_error_from_worker_names_file(libri2mix: Path) -> None:
     with pytest.raises(DataError, match="unreadable or corrupt") as err:
         list(dm.test_dataloader())
     assert str(bad) in str(err.value)
+
+
+def test_loader_position_resumes_the_same_stream(libri2mix: Path) -> None:
+    """state_dict/load_state_dict mid-epoch continue with the next batch; workers do not matter."""
+
+    def stream(loader, epochs: int) -> list:
+        out = []
+        for epoch in range(epochs):
+            loader.sampler.set_epoch(epoch)  # as Lightning does before each epoch
+            out += [(epoch, b["ids"], b["mix"]) for b in loader]
+        return out
+
+    dm = _dm(libri2mix, segment=0.25, batch_size=2, speed_perturb=True, dynamic_mixing=True)
+    dm.setup("fit")
+    full = stream(dm.train_dataloader(), 2)
+    assert len(full) == 6
+
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(1)
+    it = iter(loader)
+    next(it)  # one batch of epoch 1 trained on, then the run stops
+    state = loader.state_dict()
+    assert state == {"epoch": 1, "batches": 1}
+
+    dm2 = _dm(libri2mix, segment=0.25, batch_size=2, speed_perturb=True, dynamic_mixing=True)
+    dm2.num_workers = 2  # the stream does not depend on the worker processes
+    dm2.setup("fit")
+    resumed = dm2.train_dataloader()
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(1)
+    rest = [(1, b["ids"], b["mix"]) for b in resumed]
+    assert len(rest) == 2
+    for (e, ids, mix), (e2, ids2, mix2) in zip(full[4:], rest, strict=True):
+        assert e == e2 and ids == ids2 and torch.equal(mix, mix2)
