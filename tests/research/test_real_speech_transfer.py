@@ -194,7 +194,7 @@ def test_own_denoising_is_scored_from_the_sum_of_the_outputs(rst) -> None:
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
 def test_downloaded_packages_unpack_into_a_fresh_cache(rst, tmp_path) -> None:
-    """The README's recipe downloads the .debs by hand: ``pkgs/`` does not exist yet."""
+    """research/realism/README.md's recipe downloads the .debs by hand: ``pkgs/`` does not exist yet."""
     tree = tmp_path / "tree"
     (tree / "DEBIAN").mkdir(parents=True)
     (tree / "DEBIAN" / "control").write_text(
