@@ -296,7 +296,12 @@ def separate_file(
     window = max(1, round(window_s * sample_rate))
     overlap = max(1, round(overlap_s * sample_rate))
     if overlap >= window:
-        raise ValueError(f"--overlap ({overlap_s} s) must be shorter than --window ({window_s} s)")
+        # With 0 < overlap_s < window_s (checked by main) only a very low rate gets here.
+        raise AudioInputError(
+            f"{path}: at {sample_rate} Hz, --window {window_s} s and --overlap {overlap_s} s are "
+            f"{window} and {overlap} samples: the overlap must be the shorter; use a longer "
+            "--window"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     finals = [out_dir / f"{path.stem}_s{k + 1}.wav" for k in range(n_src)]
     temps: list[Path] = []
