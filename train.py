@@ -25,11 +25,12 @@ PREEMPTED_EXIT = 143
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from usgm.data.errors import DataError
+    from usgm.training.module import NonFiniteTrainingError
     from usgm.training.pipeline import ConfigError, Preempted, train
 
     try:
         metrics = train(cfg)
-    except (ConfigError, DataError) as err:  # user errors: one clear line, no traceback
+    except (ConfigError, DataError, NonFiniteTrainingError) as err:  # one clear line
         print(f"usgm: error: {err}", file=sys.stderr)
         sys.exit(1)
     except Preempted as err:  # SIGTERM: checkpoint saved; a scheduler must not read "done"

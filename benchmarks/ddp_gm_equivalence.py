@@ -1,8 +1,9 @@
 """Is one DDP step of a method equal to one single-process step over the concatenated batch?
 
 GM is not linear in the gradients, so it must project the *global* g_SE and g_SS; averaging
-per-rank projections gives a different update. This script trains one step either on one
-process over a batch of ``2·B`` utterances or with Lightning DDP on ``--devices`` processes of
+per-rank projections gives a different update. Likewise the loss threshold's kept-utterance mean
+must be the global one. This script trains ``--steps`` steps either on one
+process over batches of ``2·B`` utterances or with Lightning DDP on ``--devices`` processes of
 ``B`` each, and saves the resulting parameters; compare two runs with ``--compare``.
 
 Examples:
@@ -24,8 +25,9 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from usgm.losses import pit_si_snr
 from usgm.models.presets import tiny_config
-from usgm.training.module import SeparationModule
+from usgm.training.module import METHODS, SeparationModule
 
 TINY = tiny_config(n_src=2)
 PAPER = {"n_src": 2, "backbone": "sepformer", "dropout": 0.0}
@@ -53,36 +55,85 @@ class FixedUtterances(Dataset):
         }
 
 
+class StepBatches(Dataset):
+    """Item ``k`` is this process's share of global batch ``k`` (already collated).
+
+    Global batch k holds utterances ``[k·G, (k+1)·G)`` of ``data`` (G = ``global_batch``); a DDP
+    rank takes its contiguous slice, read at iteration time, when the process group exists. So
+    one process and N ranks see the same global batches in the same order (a sampler would
+    shuffle or interleave them).
+    """
+
+    def __init__(self, data: FixedUtterances, global_batch: int) -> None:
+        self.data, self.global_batch = data, global_batch
+
+    def __len__(self) -> int:
+        return len(self.data) // self.global_batch
+
+    def __getitem__(self, k: int) -> dict:
+        world, rank = 1, 0
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+        share = self.global_batch // world
+        start = k * self.global_batch + rank * share
+        items = [self.data[i] for i in range(start, start + share)]
+        out = {key: torch.stack([it[key] for it in items]) for key in items[0] if key != "ids"}
+        return {**out, "ids": [it["ids"] for it in items]}
+
+
+def _threshold(args: argparse.Namespace, module: SeparationModule, data: Dataset) -> float | None:
+    """``--threshold``: a number, ``none``, or ``auto``.
+
+    ``auto`` keeps exactly one utterance of the first global batch (the one with the lowest
+    initial SI-SNR), so in a DDP run one rank has a kept utterance and the other none: a
+    per-rank mean of the kept utterances would then differ from the global one.
+    """
+    if args.threshold == "none":
+        return None
+    if args.threshold != "auto":
+        return float(args.threshold)
+    batch = [data[i] for i in range(args.devices * args.batch)]
+    mix = torch.stack([b["mix"] for b in batch])
+    ref = torch.stack([b["sources"] for b in batch])
+    with torch.no_grad():
+        best, _ = pit_si_snr(module.model(mix).est, ref)
+    low = best.sort().values
+    return float((low[0] + low[1]) / 2)
+
+
 def run(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     module = SeparationModule(
         model=PAPER if args.size == "paper" else TINY,
         method=args.method,
-        optim={"name": "sgd", "lr": args.lr},
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": args.lr},
         clip_grad_norm=None,
     )
-    module.sync_se_grads = not args.naive
-    data = FixedUtterances(2 * args.batch, args.length)
+    data = FixedUtterances(args.devices * args.batch * args.steps, args.length)
+    module.hparams["loss"]["threshold"] = _threshold(args, module, data)
+    module.sync_task_grads = not args.naive
+    initial = {k: v.detach().clone() for k, v in module.state_dict().items()}
     ddp = args.mode == "ddp"
-    per_rank = args.batch if ddp else 2 * args.batch
-    loader = DataLoader(data, batch_size=per_rank, shuffle=False)
+    loader = DataLoader(StepBatches(data, args.devices * args.batch), batch_size=None)
     trainer = pl.Trainer(
         accelerator=args.accelerator,
         devices=args.devices if ddp else 1,
         strategy="ddp" if ddp else "auto",
         precision=args.precision,
-        max_steps=1,
+        max_steps=args.steps,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=0,
-        use_distributed_sampler=True,
+        use_distributed_sampler=False,
     )
     trainer.fit(module, train_dataloaders=loader)
     if trainer.is_global_zero:
         state = {k: v.detach().float().cpu() for k, v in module.state_dict().items()}
         torch.save(state, args.out)
+        changed = sum(not torch.equal(initial[k], v) for k, v in module.state_dict().items())
+        print(json.dumps({"changed_tensors": changed, "global_step": trainer.global_step}))
 
 
 def compare(a: str, b: str, rtol: float, atol: float) -> int:
@@ -100,7 +151,11 @@ def compare(a: str, b: str, rtol: float, atol: float) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--mode", choices=["single", "ddp"], default="single")
-    p.add_argument("--method", choices=["gm", "mtl", "gm_released", "ss_only"], default="gm")
+    p.add_argument("--method", choices=sorted(METHODS), default="gm")
+    p.add_argument("--steps", type=int, default=1, help="optimizer steps (a new batch each)")
+    p.add_argument(
+        "--threshold", default="none", help="loss threshold in dB, 'none', or 'auto' (see code)"
+    )
     p.add_argument("--accelerator", default="cpu")
     p.add_argument("--devices", type=int, default=2)
     p.add_argument("--precision", default="32")
@@ -111,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--naive",
         action="store_true",
-        help="negative control: project per rank, no g_SE all-reduce",
+        help="negative control: combine each rank's gradients, then average",
     )
     p.add_argument("--out", type=Path)
     p.add_argument("--compare", nargs=2, metavar=("A", "B"))

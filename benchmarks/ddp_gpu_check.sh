@@ -36,8 +36,9 @@ done
 echo "== 2. throughput 1 vs 2 GPUs =="
 for dev in 1 2; do
   python3 benchmarks/train_throughput.py --size paper --method gm --precision bf16-mixed \
-    --accelerator gpu --devices "$dev" --batch 8 --seconds 4 --warmup 3 --steps 15 \
-    --out "$OUT/throughput.jsonl" 2>&1 | grep audio_s_per_s
+    --devices "$dev" --batch 8 --seconds 4 --warmup 3 --steps 15 \
+    --out "$OUT/throughput_$dev" 2>&1 | grep audio_s_per_s
+  cat "$OUT/throughput_$dev/train_throughput.jsonl" >> "$OUT/throughput.jsonl"
 done
 python3 - "$OUT/throughput.jsonl" <<'EOF' | tee "$OUT/scaling.json"
 import json, sys

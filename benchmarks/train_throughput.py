@@ -1,22 +1,43 @@
-"""Training throughput (audio-seconds per second) of the unified model with a chosen method.
+"""Training speed of usgm beside a SpeechBrain-built peer, and evidence that the fast path learns.
 
-Runs the real training step (``SeparationModule.training_step`` under a Lightning Trainer) on
-random utterances held on the device, so the number measures model + losses + GM + optimizer,
-not data loading. Writes one JSON line per configuration to ``--out`` as soon as it finishes.
+Three modes, each writing JSON lines (one per measurement, appended as soon as it finishes) and
+a Markdown row to ``--out``:
+
+``--suite core`` / ``--suite extra`` (the rows of BENCHMARKS.md, one process each): usgm's real training step
+(``SeparationModule`` under a Lightning Trainer: model, losses, gradient combiner, clipping,
+fused Adam) on random utterances held on the device, eager and compiled, for ``gm``, ``mtl`` and
+``ss_only``; the peer (``sb_peer.py``, SpeechBrain's blocks at the same shapes, the same losses,
+GM as the released code structures it) at the same shapes; the paper protocol (fp32, batch 1 of
+15 s) with and without activation checkpointing. Audio-seconds per second, step time, peak
+memory. Needs the ``bench`` extra for the peer.
+
+``--check-compile``: one compiled ``gm`` step against one eager step from the same weights
+(SGD with lr 1, so the parameter change is the applied gradient), relative error per stage.
+
+``--learn``: eager and compiled runs of ``--steps`` steps from the same seed on the same stream of
+synthetic two-talker mixtures (harmonic voices with gliding pitch and syllable envelopes, in
+noise; generated on the device), plus an eager run from another seed: the training SI-SNR curves
+and how far apart they are. The compiled run counts as learning what the eager one learns when
+its distance to the eager run is within the eager run's own seed-to-seed distance.
 
 Examples:
-    python benchmarks/train_throughput.py --smoke                 # tiny model, CPU, seconds
-    python benchmarks/train_throughput.py --size paper --batch 16 --seconds 4 --method gm \
-        --precision bf16-mixed --accelerator gpu --out results.jsonl
+    python benchmarks/train_throughput.py --smoke                  # tiny, CPU, seconds (tests)
+    python benchmarks/train_throughput.py --suite core --out results/
+    python benchmarks/train_throughput.py --learn --steps 500 --out results/
+    python benchmarks/train_throughput.py --impl usgm --method gm --batch 16 --seconds 4 \
+        --precision bf16-mixed --compile --accelerator gpu --out results/
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import math
 import platform
 import sys
 import time
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,28 +48,73 @@ from torch.utils.data import DataLoader, Dataset
 from usgm.models.presets import TINY
 from usgm.training.module import SeparationModule
 
+ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.5e-4}
 
-class RandomBatches(Dataset):
-    """``steps`` identical-shape random batches (already batched: use ``batch_size=None``)."""
 
-    def __init__(self, steps: int, batch: int, n_src: int, length: int) -> None:
-        self.steps, self.batch, self.n_src, self.length = steps, batch, n_src, length
-        g = torch.Generator().manual_seed(0)
-        self.sources = torch.randn(batch, n_src, length, generator=g) * 0.1
-        self.noise = torch.randn(batch, length, generator=g) * 0.05
+@dataclass(frozen=True)
+class Setting:
+    """One measurement."""
+
+    impl: str = "usgm"  # usgm | speechbrain
+    method: str = "gm"
+    batch: int = 16
+    seconds: float = 4.0
+    precision: str = "bf16-mixed"
+    compile: bool = False
+    checkpointing: bool = False
+    size: str = "paper"
+    warmup: int = 3
+    steps: int = 10
+    devices: int = 1  # usgm only: DDP over this many GPUs, `batch` per GPU
+
+
+#: ``--suite core``: the rows the targets are judged on; ``--suite extra``: the rest.
+SUITES = {
+    "core": [
+        Setting(),  # eager gm, bf16, 16 x 4 s
+        Setting(compile=True),
+        Setting(compile=True, method="mtl"),
+        Setting(impl="speechbrain"),
+        # the paper's protocol: fp32, batch 1 of 15 s whole utterances
+        Setting(batch=1, seconds=15.0, precision="32"),
+        Setting(batch=1, seconds=15.0, precision="32", checkpointing=True),
+        Setting(batch=1, seconds=15.0, precision="32", compile=True, checkpointing=True),
+        Setting(impl="speechbrain", batch=1, seconds=15.0, precision="32"),
+    ],
+    "extra": [
+        Setting(compile=True, method="ss_only"),
+        Setting(compile=True, batch=32),
+        Setting(compile=True, batch=32, method="mtl"),
+        Setting(impl="speechbrain", batch=32),
+        Setting(batch=1, seconds=15.0, precision="32", compile=True),
+    ],
+}
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _random_batch(batch: int, length: int, device: str, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    sources = torch.randn(batch, 2, length, generator=g) * 0.1
+    noise = torch.randn(batch, length, generator=g) * 0.05
+    clean = sources.sum(1)
+    out = {"mix": clean + noise, "sources": sources, "mix_clean": clean}
+    return {k: v.to(device) for k, v in out.items()}
+
+
+class Repeat(Dataset):
+    """The same (already batched, on-device) batch ``n`` times."""
+
+    def __init__(self, batch: dict, n: int) -> None:
+        self.batch, self.n = batch, n
 
     def __len__(self) -> int:
-        return self.steps
+        return self.n
 
     def __getitem__(self, i: int) -> dict:
-        clean = self.sources.sum(1)
-        return {
-            "mix": clean + self.noise,
-            "sources": self.sources,
-            "mix_clean": clean,
-            "lengths": torch.full((self.batch,), self.length),
-            "ids": [str(k) for k in range(self.batch)],
-        }
+        return self.batch
 
 
 class Timer(pl.Callback):
@@ -57,7 +123,8 @@ class Timer(pl.Callback):
     def __init__(self, warmup: int) -> None:
         self.warmup, self.times, self._t0 = warmup, [], 0.0
 
-    def _sync(self) -> None:
+    @staticmethod
+    def _sync() -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
 
@@ -71,78 +138,293 @@ class Timer(pl.Callback):
             self.times.append(time.perf_counter() - self._t0)
 
 
-def measure(args: argparse.Namespace) -> dict:
-    net = {"n_src": args.n_src, "backbone": args.backbone, "dropout": 0.0}
-    if args.size == "tiny":
+def _net(s: Setting) -> dict:
+    net = {"n_src": 2, "backbone": "sepformer", "dropout": 0.0}
+    if s.size == "tiny":
         net.update(TINY)
-    module = SeparationModule(model=net, method=args.method, optim={"name": "adam", "lr": 1e-4})
-    n_params = sum(p.numel() for p in module.parameters())
-    length = int(args.seconds * args.sample_rate)
-    timer = Timer(args.warmup)
-    trainer = pl.Trainer(
-        accelerator=args.accelerator,
-        devices=args.devices,
-        strategy="ddp" if args.devices > 1 else "auto",
-        precision=args.precision,
-        max_steps=args.warmup + args.steps,
+    net["activation_checkpointing"] = s.checkpointing
+    return net
+
+
+def _trainer(
+    max_steps: int, precision: str, callbacks=(), log_every: int = 50, devices: int = 1
+) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="gpu" if torch.cuda.is_available() else "cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        use_distributed_sampler=False,
+        precision=precision,
+        max_steps=max_steps,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=0,
-        callbacks=[timer],
-        use_distributed_sampler=False,
+        log_every_n_steps=log_every,
+        callbacks=list(callbacks),
     )
-    data = RandomBatches(args.warmup + args.steps, args.batch, args.n_src, length)
-    trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=None))
-    step = sum(timer.times) / max(1, len(timer.times))
-    audio_per_step = args.batch * args.seconds * max(1, args.devices)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    return {
+
+
+def _measure_usgm(s: Setting) -> tuple[float, int]:
+    module = SeparationModule(
+        model=_net(s), method=s.method, optimizer=ADAM, scheduler=None, compile=s.compile
+    )
+    timer = Timer(s.warmup)
+    batch = _random_batch(s.batch, int(s.seconds * 8000), _device())
+    loader = DataLoader(Repeat(batch, s.warmup + s.steps), batch_size=None)
+    trainer = _trainer(s.warmup + s.steps, s.precision, [timer], devices=s.devices)
+    trainer.fit(module, train_dataloaders=loader)
+    if not trainer.is_global_zero:
+        sys.exit(0)  # rank 0 reports
+    return sum(timer.times) / len(timer.times), sum(p.numel() for p in module.parameters())
+
+
+def _measure_speechbrain(s: Setting) -> tuple[float, int]:
+    from sb_peer import SpeechBrainUnified, gm_step
+
+    device = _device()
+    torch.manual_seed(0)
+    model = SpeechBrainUnified(2).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1.5e-4)
+    batch = _random_batch(s.batch, int(s.seconds * 8000), device)
+    autocast = torch.bfloat16 if s.precision.startswith("bf16") else None
+    times = []
+    for i in range(s.warmup + s.steps):
+        Timer._sync()
+        t0 = time.perf_counter()
+        gm_step(model, opt, batch, autocast)
+        Timer._sync()
+        if i >= s.warmup:
+            times.append(time.perf_counter() - t0)
+    return sum(times) / len(times), sum(p.numel() for p in model.parameters())
+
+
+def measure(s: Setting) -> dict:
+    """Run one setting; returns its JSON row (also for a failure, e.g. out of memory)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    row = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": torch.cuda.get_device_name()
-        if torch.cuda.is_available()
-        else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine(),
         "torch": torch.__version__,
-        "size": args.size,
-        "backbone": args.backbone,
-        "method": args.method,
-        "n_params": n_params,
-        "precision": args.precision,
-        "devices": args.devices,
-        "batch_per_device": args.batch,
-        "seconds": args.seconds,
-        "step_s": step,
-        "audio_s_per_s": audio_per_step / step,
-        "peak_mem_gib": peak,
+        "lightning": pl.__version__,
+        **asdict(s),
     }
+    t0 = time.perf_counter()
+    try:
+        fn = _measure_usgm if s.impl == "usgm" else _measure_speechbrain
+        step, n_params = fn(s)
+    except torch.cuda.OutOfMemoryError as err:
+        row["error"] = f"out of memory: {str(err).splitlines()[0]}"
+        return row
+    row.update(
+        n_params=n_params,
+        step_s=step,
+        audio_s_per_s=s.batch * s.seconds * s.devices / step,
+        peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30
+        if torch.cuda.is_available()
+        else None,
+        wall_s=time.perf_counter() - t0,
+    )
+    return row
+
+
+def markdown_row(r: dict) -> str:
+    what = "compiled" if r.get("compile") else "eager"
+    if r.get("checkpointing"):
+        what += " + checkpointing"
+    speed = f"{r['audio_s_per_s']:.0f}" if "audio_s_per_s" in r else r.get("error", "–")
+    mem = f"{r['peak_mem_gib']:.1f}" if r.get("peak_mem_gib") else "–"
+    return (
+        f"| {r['date'][:10]} | {r['device']} | {r['impl']} | {r['method']} | {what} | "
+        f"{r['precision']} | {r['batch']} × {r['seconds']:g} s | {speed} | {mem} |"
+    )
+
+
+# -- compiled vs eager, one step ---------------------------------------------------------------
+def check_compile(size: str = "paper", batch: int = 4, seconds: float = 2.0) -> dict:
+    """Relative difference, per stage, of one compiled and one eager ``gm`` update (fp32)."""
+    deltas = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        module = SeparationModule(
+            model=_net(Setting(size=size)),
+            method="gm",
+            optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 1.0},
+            scheduler=None,
+            clip_grad_norm=None,
+            compile=compiled,
+        )
+        before = copy.deepcopy(module.state_dict())
+        data = _random_batch(batch, int(seconds * 8000), _device(), seed=1)
+        loader = DataLoader(Repeat(data, 1), batch_size=None)
+        _trainer(1, "32").fit(module, train_dataloaders=loader)
+        after = module.state_dict()
+        deltas.append(
+            {k: (before[k] - after[k]).double().cpu() for k, _ in module.named_parameters()}
+        )
+    eager, comp = deltas
+    out = {}
+    for stage in ("encoder", "se_masknet", "ss_masknet", "decoder"):
+        keys = [k for k in eager if k.startswith(f"model.{stage}.")]
+        a = torch.cat([eager[k].reshape(-1) for k in keys])
+        b = torch.cat([comp[k].reshape(-1) for k in keys])
+        out[stage] = float((a - b).norm() / a.norm())
+    return {"check": "compiled_vs_eager_gm_step_fp32", "size": size, "rel_diff": out}
+
+
+# -- learning: eager vs compiled -----------------------------------------------------------------
+class HarmonicTalkers(Dataset):
+    """Batches of two synthetic talkers in noise, generated on the device from the step index.
+
+    Each talker is a harmonic voice (12 harmonics, 1/k amplitudes) whose pitch (90–280 Hz)
+    glides slowly, gated by a syllable-rate envelope; the noise is low-passed white noise at
+    −5…+5 dB SNR. The stream depends only on ``seed`` and the index, so two runs see the same
+    batches in the same order.
+    """
+
+    def __init__(self, n: int, batch: int, seconds: float, seed: int = 1234) -> None:
+        self.n, self.batch, self.length, self.seed = n, batch, int(seconds * 8000), seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _talker(self, g: torch.Generator, b: int, dev: str) -> torch.Tensor:
+        t = torch.arange(self.length, device=dev) / 8000.0
+        u = lambda lo, hi: lo + (hi - lo) * torch.rand(b, 1, generator=g, device=dev)  # noqa: E731
+        f0 = u(90, 280) * (1 + 0.12 * torch.sin(2 * math.pi * u(0.3, 2.0) * t + u(0, 6.28)))
+        phase = 2 * math.pi * torch.cumsum(f0, dim=1) / 8000.0
+        k = torch.arange(1, 13, device=dev).view(1, 12, 1)
+        harmonics = torch.sin(k * phase.unsqueeze(1)) / k * (k * f0.unsqueeze(1) < 3800)
+        voice = harmonics.sum(1)
+        gate = torch.rand(b, 1, self.length // 800 + 2, generator=g, device=dev) > 0.35
+        env = torch.nn.functional.interpolate(gate.float(), size=self.length, mode="linear")[:, 0]
+        x = voice * env
+        return x / x.square().mean(1, keepdim=True).add(1e-8).sqrt() * u(0.5, 1.5)
+
+    def __getitem__(self, i: int) -> dict:
+        dev = _device()
+        g = torch.Generator(device=dev).manual_seed(self.seed * 100_003 + i)
+        b = self.batch
+        sources = torch.stack((self._talker(g, b, dev), self._talker(g, b, dev)), dim=1) * 0.05
+        clean = sources.sum(1)
+        white = torch.randn(b, self.length + 8, generator=g, device=dev)
+        noise = (white[:, 8:] + white[:, 7:-1] + white[:, 6:-2] + white[:, 5:-3]) / 4
+        snr_db = -5 + 10 * torch.rand(b, 1, generator=g, device=dev)
+        scale = (
+            clean.square().mean(1, keepdim=True).sqrt()
+            / noise.square().mean(1, keepdim=True).sqrt()
+            * 10 ** (-snr_db / 20)
+        )
+        return {"mix": clean + noise * scale, "sources": sources, "mix_clean": clean}
+
+
+class Curve(pl.Callback):
+    """Records the training PIT SI-SNR the step itself logs (``log_every_n_steps=1``)."""
+
+    def __init__(self) -> None:
+        self.sisnr: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.sisnr.append(float(trainer.callback_metrics["train/si_snr"]))
+
+
+def _smooth(x: list[float], w: int = 50) -> list[float]:
+    return [
+        sum(x[max(0, i - w + 1) : i + 1]) / len(x[max(0, i - w + 1) : i + 1]) for i in range(len(x))
+    ]
+
+
+def learn(steps: int, batch: int, seconds: float, precision: str, out: Path | None) -> dict:
+    """Eager seed 0, compiled seed 0, eager seed 1 on one data stream; curve distances."""
+    runs = {}
+    for name, seed, compiled in (
+        ("eager_seed0", 0, False),
+        ("compiled_seed0", 0, True),
+        ("eager_seed1", 1, False),
+    ):
+        torch.manual_seed(seed)
+        module = SeparationModule(
+            model=_net(Setting()),
+            method="gm",
+            optimizer={**ADAM, "lr": 5e-4},
+            scheduler=None,
+            compile=compiled,
+        )
+        curve = Curve()
+        loader = DataLoader(HarmonicTalkers(steps, batch, seconds), batch_size=None)
+        t0 = time.perf_counter()
+        _trainer(steps, precision, [curve], log_every=1).fit(module, train_dataloaders=loader)
+        runs[name] = {"sisnr": curve.sisnr, "wall_s": time.perf_counter() - t0}
+        if out:
+            (out / "learn_curves.json").write_text(json.dumps(runs))
+    sm = {k: _smooth(v["sisnr"]) for k, v in runs.items()}
+    tail = slice(steps // 2, steps)  # the second half, past the first rise
+
+    def dist(a: str, b: str) -> float:
+        return max(abs(x - y) for x, y in zip(sm[a][tail], sm[b][tail], strict=True))
+
+    return {
+        "check": "learning_eager_vs_compiled",
+        "steps": steps,
+        "batch": batch,
+        "seconds": seconds,
+        "precision": precision,
+        "final_smoothed_sisnr": {k: v[-1] for k, v in sm.items()},
+        "max_gap_compiled_vs_eager": dist("compiled_seed0", "eager_seed0"),
+        "max_gap_eager_seed1_vs_seed0": dist("eager_seed1", "eager_seed0"),
+        "wall_s": {k: v["wall_s"] for k, v in runs.items()},
+    }
+
+
+def _emit(row: dict, out: Path | None) -> None:
+    line = json.dumps(row)
+    print(line, flush=True)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "train_throughput.jsonl").open("a") as f:
+            f.write(line + "\n")
+        if "impl" in row:
+            with (out / "train_throughput.md").open("a") as f:
+                f.write(markdown_row(row) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--suite", choices=sorted(SUITES), help="settings of BENCHMARKS.md")
+    p.add_argument("--check-compile", action="store_true")
+    p.add_argument("--learn", action="store_true")
+    p.add_argument("--impl", choices=["usgm", "speechbrain"], default="usgm")
     p.add_argument("--size", choices=["tiny", "paper"], default="paper")
-    p.add_argument("--backbone", choices=["sepformer", "dprnn"], default="sepformer")
-    p.add_argument("--method", choices=["ss_only", "mtl", "gm", "gm_released"], default="gm")
-    p.add_argument("--n-src", type=int, default=2)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--method", default="gm")
+    p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seconds", type=float, default=4.0)
-    p.add_argument("--sample-rate", type=int, default=8000)
-    p.add_argument("--precision", default="32")
-    p.add_argument("--accelerator", default="cpu")
-    p.add_argument("--devices", type=int, default=1)
+    p.add_argument("--precision", default="bf16-mixed")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--checkpointing", action="store_true")
+    p.add_argument("--devices", type=int, default=1, help="usgm: DDP over N GPUs")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--out", type=Path)
+    p.add_argument("--out", type=Path, help="folder for the JSON lines and Markdown rows")
     p.add_argument("--smoke", action="store_true", help="tiny model, 2 steps on the CPU")
     args = p.parse_args(argv)
     if args.smoke:
-        args.size, args.batch, args.seconds, args.warmup, args.steps = "tiny", 2, 0.5, 1, 2
-    result = measure(args)
-    line = json.dumps(result)
-    print(line)
-    if args.out:
-        with args.out.open("a") as f:
-            f.write(line + "\n")
+        s = Setting(size="tiny", batch=2, seconds=0.5, precision="32", warmup=1, steps=2)
+        _emit(measure(s), args.out)
+        return 0
+    if args.check_compile:
+        _emit(check_compile(args.size), args.out)
+        return 0
+    if args.learn:
+        _emit(learn(args.steps, args.batch, args.seconds, args.precision, args.out), args.out)
+        return 0
+    fields = ("impl", "method", "batch", "seconds", "precision", "compile", "checkpointing")
+    one = Setting(**{k: getattr(args, k) for k in (*fields, "size", "warmup", "steps", "devices")})
+    settings = SUITES[args.suite] if args.suite else [one]
+    for s in settings:
+        _emit(measure(replace(s)), args.out)
     return 0
 
 

@@ -89,12 +89,54 @@ def pit_si_snr(est: Tensor, ref: Tensor, eps: float = 1e-8) -> tuple[Tensor, Ten
     return best, perms[idx]
 
 
-def ss_loss(est: Tensor, ref: Tensor, threshold: float | None = None) -> Tensor:
-    """Separation loss: −mean over utterances of the PIT SI-SNR.
+def silent_references(ref: Tensor, floor: float = 1e-10) -> Tensor:
+    """Utterances with a silent reference source, for which SI-SNR has no meaning.
 
-    With ``threshold`` (the paper's recipe uses 30 dB), utterances whose SI-SNR exceeds it are
-    left out of the mean (they are already separated well). If all are left out the loss is 0,
-    still attached to the graph (zero gradient), so every rank runs the same backward.
+    A source whose mean power is at most ``floor`` (−100 dB re full scale, i.e. digital
+    silence, e.g. a crop that falls between one speaker's words) makes the SI-SNR of any
+    estimate about −80 dB (the ``eps`` floor): training on it would push the model towards
+    nothing useful, so the losses leave such utterances out and the step counts them.
+
+    Args:
+        ref: References, shape (B, C, T).
+        floor: Mean-square threshold.
+
+    Returns:
+        bool, shape (B,): True where any of the C sources is silent.
+    """
+    return (ref.float().square().mean(dim=-1) <= floor).any(dim=-1)
+
+
+def ss_loss_terms(
+    est: Tensor, ref: Tensor, threshold: float | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-utterance parts of the separation loss, for callers that reduce across processes.
+
+    Args:
+        est: Estimates, shape (B, C, T).
+        ref: References, shape (B, C, T).
+        threshold: SI-SNR in dB above which an utterance is left out (already separated well;
+            30 dB in the paper's recipe); None keeps all.
+
+    Returns:
+        ``(sisnr, keep, silent)``, each shape (B,): the PIT SI-SNR (float32, attached to the
+        graph), whether the utterance counts in the loss mean, and whether it was left out for
+        a silent reference (:func:`silent_references`).
+    """
+    best, _ = pit_si_snr(est, ref)
+    silent = silent_references(ref)
+    keep = ~silent
+    if threshold is not None:
+        keep = keep & (best.detach() <= threshold)
+    return best, keep, silent
+
+
+def ss_loss(est: Tensor, ref: Tensor, threshold: float | None = None) -> Tensor:
+    """Separation loss: −mean over the kept utterances of the PIT SI-SNR.
+
+    Utterances with a silent reference, and with ``threshold`` (the paper's recipe uses 30 dB)
+    those whose SI-SNR exceeds it, are left out of the mean (:func:`ss_loss_terms`). If all are
+    left out the loss is 0, still attached to the graph (zero gradient).
 
     Args:
         est: Estimates, shape (B, C, T).
@@ -104,10 +146,7 @@ def ss_loss(est: Tensor, ref: Tensor, threshold: float | None = None) -> Tensor:
     Returns:
         float32 scalar.
     """
-    best, _ = pit_si_snr(est, ref)
-    if threshold is None:
-        return -best.mean()
-    keep = best.detach() <= threshold
+    best, keep, _ = ss_loss_terms(est, ref, threshold)
     total = torch.where(keep, best, torch.zeros_like(best)).sum()
     return -total / keep.sum().clamp(min=1)
 

@@ -50,7 +50,7 @@ def test_forward_backward_shapes(backbone: str, n_src: int, use_se: bool) -> Non
     else:
         assert model.se_masknet is None
         assert out.enhanced is out.latent
-        assert model.se_parameters() == []
+        assert model.parameter_groups()["se_masknet"] == []
 
 
 def reference_forward(model: UnifiedSeparator, mix: torch.Tensor) -> SeparatorOutput:
@@ -125,14 +125,17 @@ def test_batch_items_are_independent(backbone: str) -> None:
 @pytest.mark.parametrize("use_se", [True, False])
 def test_parameter_groups_partition_parameters(use_se: bool) -> None:
     model = build_model(tiny(use_se=use_se))
-    groups = [model.encoder_parameters(), model.se_parameters(), model.ss_parameters()]
-    ids = [id(p) for g in groups for p in g]
+    shared, separation = model.shared_parameters(), model.separation_parameters()
+    ids = [id(p) for _, p in (*shared, *separation)]
     assert len(ids) == len(set(ids))  # disjoint
     assert set(ids) == {id(p) for p in model.parameters()}  # complete
-    assert sum(len(g) for g in model.parameter_groups().values()) == len(list(model.parameters()))
-    assert {id(p) for p in model.ss_parameters()} == {
+    # Roles by the modules they live in, read from the network's attributes directly.
+    assert {id(p) for _, p in separation} == {
         id(p) for m in (model.ss_masknet, model.decoder) for p in m.parameters()
     }
+    expected_shared = [model.encoder] + ([model.se_masknet] if use_se else [])
+    assert {id(p) for _, p in shared} == {id(p) for m in expected_shared for p in m.parameters()}
+    assert all(n.startswith(("encoder.", "se_masknet.")) for n, _ in shared)
 
 
 def test_bf16_autocast_forward_backward() -> None:

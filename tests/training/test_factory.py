@@ -104,3 +104,39 @@ def test_a_corpus_missing_an_option_of_unknown_history_is_rebuilt(tmp_path: Path
     _rewrite_done(root, options=_options_without(root, "codec"))
     ensure_default_data(_data_cfg(root))
     assert "codec" in read_info(root)["options"]
+
+
+# -- module and trainer ------------------------------------------------------------------------
+def _train_cfg(**model):
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    # paths.output_dir is set by Hydra's runtime in train.py; compose() has none.
+    overrides = ["debug=smoke", "paths.output_dir=unused"]
+    overrides += [f"{k}={v}" for k, v in model.items()]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+@pytest.mark.parametrize("method", ["ss_only", "mtl", "gm"])
+def test_16_mixed_is_refused(method: str) -> None:
+    from usgm.training.factory import build_trainer
+
+    cfg = _train_cfg(**{"model.method": method, "trainer.precision": "16-mixed"})
+    with pytest.raises(ValueError, match="16-mixed is not supported"):
+        build_trainer(cfg, callbacks=[], loggers=[])
+
+
+def test_module_keys_and_partial_optimizer_from_the_config() -> None:
+    from usgm.training.factory import build_module
+
+    cfg = _train_cfg(
+        **{"model.optimizer._target_": "torch.optim.AdamW", "model.optimizer.lr": 3e-4}
+    )
+    module = build_module(cfg)
+    opt = module.configure_optimizers()["optimizer"]
+    assert type(opt).__name__ == "AdamW" and opt.param_groups[0]["lr"] == 3e-4
+    with pytest.raises(ValueError, match=r"model\.optim was replaced by model\.optimizer"):
+        build_module(_train_cfg(**{"+model.optim.lr": 1e-3}))
+    with pytest.raises(ValueError, match=r"model\.optimizer: .*learning rate"):
+        build_module(_train_cfg(**{"model.optimizer.lr": -1}))

@@ -14,10 +14,17 @@ Both map (batch, length, D) → (batch, length, D), batch-first.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+#: Initialisations of the fused QKV projection: ``mha`` as ``nn.MultiheadAttention`` (used by
+#: SpeechBrain's SepFormer and so by the paper's code: Xavier-uniform over the stacked
+#: (3D, D) weight, zero biases of QKV and output), ``linear`` PyTorch's ``nn.Linear`` default.
+ATTENTION_INITS = ("mha", "linear")
 
 
 def sinusoidal_encoding(length: int, dim: int, device: torch.device | None = None) -> Tensor:
@@ -41,6 +48,25 @@ def sinusoidal_encoding(length: int, dim: int, device: torch.device | None = Non
     return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)
 
 
+@lru_cache(maxsize=64)
+def _cached_encoding(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    # Built outside inference mode, so an entry first made during validation stays usable in
+    # training; bounded, since whole-utterance evaluation sees many lengths.
+    with torch.inference_mode(False):
+        return sinusoidal_encoding(length, dim, device).to(dtype)
+
+
+def positional_encoding(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """:func:`sinusoidal_encoding` in ``dtype``, cached per shape (computed in-graph when compiled).
+
+    Returns:
+        Shape (length, dim).
+    """
+    if torch.compiler.is_compiling():  # inductor folds it into the graph; no cache lookups
+        return sinusoidal_encoding(length, dim, device).to(dtype)
+    return _cached_encoding(length, dim, device, dtype)
+
+
 class TransformerLayer(nn.Module):
     """Pre-LayerNorm transformer encoder layer with fused QKV and SDPA attention.
 
@@ -51,12 +77,17 @@ class TransformerLayer(nn.Module):
         n_heads: Number of attention heads (divides D).
         d_ffn: Hidden size of the feed-forward network.
         dropout: Dropout on attention weights, FFN hidden units and both residual branches.
+        attn_init: Initialisation of the attention projections, one of :data:`ATTENTION_INITS`.
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_ffn: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, d_ffn: int, dropout: float = 0.0, attn_init: str = "mha"
+    ) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if attn_init not in ATTENTION_INITS:
+            raise ValueError(f"attn_init must be one of {ATTENTION_INITS}, got {attn_init!r}")
         self.n_heads = n_heads
         self.dropout = dropout
         self.norm1 = nn.LayerNorm(d_model, eps=1e-6)
@@ -65,6 +96,10 @@ class TransformerLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model, eps=1e-6)
         self.ffn_in = nn.Linear(d_model, d_ffn)
         self.ffn_out = nn.Linear(d_ffn, d_model)
+        if attn_init == "mha":  # as nn.MultiheadAttention._reset_parameters
+            nn.init.xavier_uniform_(self.qkv.weight)
+            nn.init.zeros_(self.qkv.bias)
+            nn.init.zeros_(self.out_proj.bias)
 
     def attention(self, x: Tensor) -> Tensor:
         """Multi-head self-attention (no mask), the replaceable part of the layer.
@@ -106,16 +141,27 @@ class TransformerStack(nn.Module):
         n_heads: Attention heads.
         d_ffn: FFN hidden size.
         dropout: Dropout probability.
+        attn_init: See :class:`TransformerLayer`.
+        checkpoint: Recompute each layer's activations in the backward pass instead of storing
+            them (activation checkpointing: about a third more compute, memory of one layer).
     """
 
     def __init__(
-        self, n_layers: int, d_model: int, n_heads: int, d_ffn: int, dropout: float = 0.0
+        self,
+        n_layers: int,
+        d_model: int,
+        n_heads: int,
+        d_ffn: int,
+        dropout: float = 0.0,
+        attn_init: str = "mha",
+        checkpoint: bool = False,
     ) -> None:
         super().__init__()
         if d_model % 2:
             raise ValueError(f"d_model must be even for the positional encoding, got {d_model}")
+        self.checkpoint = checkpoint
         self.layers = nn.ModuleList(
-            TransformerLayer(d_model, n_heads, d_ffn, dropout) for _ in range(n_layers)
+            TransformerLayer(d_model, n_heads, d_ffn, dropout, attn_init) for _ in range(n_layers)
         )
         # Pre-LN layers leave the residual stream unnormalised: close it with a LayerNorm.
         self.norm = nn.LayerNorm(d_model, eps=1e-6)
@@ -129,9 +175,12 @@ class TransformerStack(nn.Module):
         Returns:
             Shape (B, L, D).
         """
-        x = x + sinusoidal_encoding(x.shape[1], x.shape[2], x.device).to(x.dtype)
+        x = x + positional_encoding(x.shape[1], x.shape[2], x.device, x.dtype)
         for layer in self.layers:
-            x = layer(x)
+            if self.checkpoint and torch.is_grad_enabled():
+                x = checkpoint(layer, x, use_reentrant=False)
+            else:
+                x = layer(x)
         return self.norm(x)
 
 
@@ -141,10 +190,13 @@ class BiLSTMBlock(nn.Module):
     Args:
         d_model: Input/output feature size D.
         hidden: LSTM hidden size per direction H.
+        checkpoint: Recompute the block's activations in the backward pass (see
+            :class:`TransformerStack`).
     """
 
-    def __init__(self, d_model: int, hidden: int) -> None:
+    def __init__(self, d_model: int, hidden: int, checkpoint: bool = False) -> None:
         super().__init__()
+        self.checkpoint = checkpoint
         self.lstm = nn.LSTM(d_model, hidden, batch_first=True, bidirectional=True)
         self.proj = nn.Linear(2 * hidden, d_model)
 
@@ -157,5 +209,10 @@ class BiLSTMBlock(nn.Module):
         Returns:
             Shape (B, L, D).
         """
+        if self.checkpoint and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         y, _ = self.lstm(x)
         return self.proj(y)

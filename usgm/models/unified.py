@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .blocks import BiLSTMBlock, TransformerStack
+from .blocks import ATTENTION_INITS, BiLSTMBlock, TransformerStack
 from .dual_path import MASK_ACTIVATIONS, DualPathBlock, DualPathMaskNet
 from .encoder import Decoder, Encoder
 
@@ -44,6 +44,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "dropout": 0.0,
     "rnn_hidden": 256,
     "ss_mask": "relu",
+    "attn_init": "mha",
+    "activation_checkpointing": False,
 }
 #: SS mask activations: ``softmax`` over the speakers makes the separated latents a partition of
 #: the enhanced latent (mixture consistency, Wisdom et al. 2019).
@@ -115,9 +117,15 @@ def resolve_config(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
                     f"model config key 'ss_mask' must be one of {SS_MASKS}, got {value!r}"
                 )
             out[key] = value
-        elif key == "use_se":
+        elif key in ("use_se", "activation_checkpointing"):
             if not isinstance(value, bool):
-                raise ValueError(f"model config key 'use_se' must be a bool, got {value!r}")
+                raise ValueError(f"model config key {key!r} must be a bool, got {value!r}")
+            out[key] = value
+        elif key == "attn_init":
+            if value not in ATTENTION_INITS:
+                raise ValueError(
+                    f"model config key 'attn_init' must be one of {ATTENTION_INITS}, got {value!r}"
+                )
             out[key] = value
         elif key == "dropout":
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
@@ -140,11 +148,14 @@ def resolve_config(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
 def _make_masknet(cfg: Mapping[str, Any], stage: str, n_outputs: int) -> DualPathMaskNet:
     """Build the SE (``stage='se'``) or SS (``'ss'``) mask network from a resolved config."""
     st, d = cfg[stage], cfg["d_model"]
+    ckpt = cfg["activation_checkpointing"]
 
     def seq_model(n_layers: int) -> nn.Module:
         if cfg["backbone"] == "sepformer":
-            return TransformerStack(n_layers, d, cfg["n_heads"], cfg["d_ffn"], cfg["dropout"])
-        return BiLSTMBlock(d, cfg["rnn_hidden"])  # DPRNN: one BiLSTM layer per step
+            return TransformerStack(
+                n_layers, d, cfg["n_heads"], cfg["d_ffn"], cfg["dropout"], cfg["attn_init"], ckpt
+            )
+        return BiLSTMBlock(d, cfg["rnn_hidden"], ckpt)  # DPRNN: one BiLSTM layer per step
 
     blocks = [
         DualPathBlock(seq_model(st["n_intra"]), seq_model(st["n_inter"]), d)
@@ -248,28 +259,36 @@ class UnifiedSeparator(nn.Module):
         est = self.decode(enhanced, self.separation_masks(enhanced), mix.shape[-1])
         return SeparatorOutput(est=est, latent=latent, enhanced=enhanced)
 
-    # -- parameter groups (GM) ------------------------------------------------------------------
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters per stage: ``encoder``, ``se_masknet`` (empty without SE), ``ss_masknet``,
-        ``decoder``; together exactly ``parameters()``."""
-        return {
-            "encoder": list(self.encoder.parameters()),
-            "se_masknet": [] if self.se_masknet is None else list(self.se_masknet.parameters()),
-            "ss_masknet": list(self.ss_masknet.parameters()),
-            "decoder": list(self.decoder.parameters()),
-        }
+    # -- parameter roles (the two-task step) ---------------------------------------------------
+    #: Stages both losses reach: the gradient combiner (GM, …) acts on their parameters.
+    SHARED_STAGES = ("encoder", "se_masknet")
+    #: Stages only the separation loss reaches: they get g_SS alone.
+    SEPARATION_STAGES = ("ss_masknet", "decoder")
 
-    def encoder_parameters(self) -> list[nn.Parameter]:
-        """Encoder parameters (receive g_SE and g_SS in GM)."""
-        return list(self.encoder.parameters())
+    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """Named parameters per stage, the one definition of which parameters GM treats as shared.
 
-    def se_parameters(self) -> list[nn.Parameter]:
-        """SE mask-net parameters (receive g_SE and g_SS in GM); empty without SE."""
-        return [] if self.se_masknet is None else list(self.se_masknet.parameters())
+        Returns:
+            ``{"encoder": [...], "se_masknet": [...], "ss_masknet": [...], "decoder": [...]}``,
+            each a list of ``("<stage>.<name>", parameter)`` in registration order
+            (``se_masknet`` empty without SE); together exactly ``named_parameters()``.
+        """
+        groups: dict[str, list[tuple[str, nn.Parameter]]] = {}
+        for stage in (*self.SHARED_STAGES, *self.SEPARATION_STAGES):
+            module = getattr(self, stage)
+            named = [] if module is None else list(module.named_parameters())
+            groups[stage] = [(f"{stage}.{n}", p) for n, p in named]
+        return groups
 
-    def ss_parameters(self) -> list[nn.Parameter]:
-        """SS mask-net and decoder parameters (receive g_SS only in GM)."""
-        return [*self.ss_masknet.parameters(), *self.decoder.parameters()]
+    def shared_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Encoder + SE mask-net parameters (both tasks' gradients reach them), named."""
+        groups = self.parameter_groups()
+        return [item for stage in self.SHARED_STAGES for item in groups[stage]]
+
+    def separation_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """SS mask-net + decoder parameters (the separation loss alone reaches them), named."""
+        groups = self.parameter_groups()
+        return [item for stage in self.SEPARATION_STAGES for item in groups[stage]]
 
 
 def build_model(cfg: Mapping[str, Any] | None = None) -> UnifiedSeparator:

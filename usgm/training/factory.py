@@ -37,21 +37,36 @@ def to_plain(node: Any) -> Any:
     return node
 
 
+_MODULE_KEYS = (
+    "method",
+    "net",
+    "optimizer",
+    "scheduler",
+    "scheduler_start_epoch",
+    "loss",
+    "clip_grad_norm",
+    "compile",
+    "max_bad_steps",
+)
+
+
 def build_module(cfg: DictConfig) -> SeparationModule:
     """`cfg.model` (+ `cfg.data.sample_rate`) → :class:`SeparationModule`."""
     m = cfg.model
-    known = {"method", "net", "optim", "scheduler", "loss", "clip_grad_norm"}
-    unknown = sorted(set(m.keys()) - known)
+    if "optim" in m:
+        raise ValueError(
+            "model.optim was replaced by model.optimizer, a Hydra _partial_ target "
+            "(e.g. model.optimizer.lr=3e-4 or model.optimizer._target_=torch.optim.AdamW)"
+        )
+    unknown = sorted(set(m.keys()) - set(_MODULE_KEYS))
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown} under model; expected {sorted(known)}")
+        raise ValueError(f"unknown key(s) {unknown} under model; expected {sorted(_MODULE_KEYS)}")
+    kwargs = {k: to_plain(m[k]) for k in _MODULE_KEYS if k in m and k not in ("method", "net")}
     return SeparationModule(
         model=to_plain(m.net),
         method=m.method,
         sample_rate=int(cfg.data.sample_rate),
-        optim=to_plain(m.get("optim")),
-        scheduler=to_plain(m.get("scheduler")),
-        loss=to_plain(m.get("loss")),
-        clip_grad_norm=m.get("clip_grad_norm"),
+        **kwargs,
     )
 
 
@@ -132,9 +147,11 @@ def resolve_precision(precision: Any, accelerator: str) -> Any:
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> pl.Trainer:
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     tcfg["precision"] = resolve_precision(tcfg.get("precision", "auto"), tcfg.get("accelerator"))
-    if str(tcfg["precision"]).startswith("16") and cfg.model.method in ("gm", "gm_released"):
+    if str(tcfg["precision"]).startswith("16"):
+        # The step computes its gradients with torch.autograd.grad and combines them itself;
+        # a float16 loss scaler would have to be threaded through every task gradient.
         raise ValueError(
-            "trainer.precision=16-mixed is not supported with GM (its loss scaler scales g_SS but "
-            "not g_SE); use bf16-mixed or 32"
+            "trainer.precision=16-mixed is not supported (float16 needs a loss scaler that the "
+            "two-task step does not use); use bf16-mixed or 32"
         )
     return hydra.utils.instantiate(tcfg, callbacks=callbacks, logger=loggers or False)

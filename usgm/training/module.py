@@ -1,45 +1,67 @@
-"""The LightningModule: one network, four training methods, manual optimization.
+"""The LightningModule: one network, a gradient combiner, manual optimization.
 
-Methods (``method`` hyperparameter), after Hu et al., "Unifying Speech Enhancement and Separation
-with Gradient Modulation for End-to-End Noise-Robust Speech Separation", ICASSP 2023
+Methods (``model.method``), after Hu et al., "Unifying Speech Enhancement and Separation with
+Gradient Modulation for End-to-End Noise-Robust Speech Separation", ICASSP 2023
 (arXiv 2302.11131):
 
 - ``ss_only``: the separator alone (no SE module); loss L_SS.
-- ``mtl``: unified SE+SS network, one backward of L_SS + w·L_SE.
-- ``gm``: gradient modulation (paper, Sec. 2.3). On encoder and SE-module parameters the SE
-  gradient is projected onto the normal plane of the SS gradient when they conflict; every other
-  parameter gets g_SS only.
-- ``gm_released``: what the authors' released code does under its pinned torch 1.8: the stored
-  "SE gradients" are views of ``.grad`` that ``zero_grad`` zeroes in place and the SS backward
-  overwrites, so encoder and SE parameters get 2·g_SS and the SE loss has no effect. A
-  reproduction ablation, not a recommendation.
+- ``mtl``: unified SE+SS network, update g_SS + w·g_SE (combiner ``sum``).
+- ``gm``: gradient modulation (paper, Sec. 2.3): on encoder and SE-module parameters a
+  conflicting SE gradient is projected onto the normal plane of the SS gradient.
+- ``gm_released``: what the authors' released GM computes under its pinned torch 1.8
+  (2·g_SS on encoder and SE: the SE loss is lost). A reproduction ablation.
+- ``pcgrad``, ``upgrad``: other two-task gradient combiners (:mod:`usgm.gm.combiners`).
+
+The training step is split at the enhanced latent w_e (paper Fig. 1):
+
+1. ``w = Encoder(mix)``, ``w_e = SE(w)``: the small shared graph.
+2. The separation graph (SS mask net and decoder, about 85 % of the compute) runs on a detached
+   copy of w_e and is differentiated once, without ``retain_graph``: g_SS of its own parameters
+   and dL_SS/dw_e. It can therefore be compiled freely.
+3. The shared parameters get g_SS by pushing dL_SS/dw_e through the small graph, and g_SE from
+   w·L_SE = w·MSE(w_e, Encoder(Σ sources)); a linear combiner (``sum``) needs one backward for
+   both. Every gradient is computed with ``torch.autograd.grad`` and, under data parallelism,
+   averaged over the ranks in one flat all-reduce *before* the combiner, whose projection is not
+   linear: projecting per rank and averaging would be another update.
+
+A step whose loss or gradient is not finite anywhere, or in which no utterance counts (all above
+the loss threshold or with a silent reference), is skipped on every rank together (the decision
+rides on the all-reduced gradients); skipped steps are counted and logged, and training stops
+after ``max_bad_steps`` consecutive ones. With a fused optimizer on the GPU the skip costs no host
+synchronisation (the fused kernels read a ``found_inf`` flag on the device).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import Tensor
 
-from usgm.gm import modulate_and_stats
-from usgm.losses import pit_si_snr, se_loss, si_snr, ss_loss
+from usgm.gm import Combiner, build_combiner
+from usgm.losses import pit_si_snr, se_loss, si_snr, ss_loss_terms
 from usgm.models import build_model
+from usgm.training import optim
 
-METHODS = ("ss_only", "mtl", "gm", "gm_released")
-
-DEFAULT_OPTIM: dict[str, Any] = {
-    "name": "adam",
-    "lr": 1.5e-4,
-    "weight_decay": 0.0,
-    "momentum": 0.0,
-    "fused": None,
+#: ``model.method`` → gradient combiner (None: no SE module, nothing to combine).
+METHODS: dict[str, str | None] = {
+    "ss_only": None,
+    "mtl": "sum",
+    "gm": "gm",
+    "gm_released": "gm_released",
+    "pcgrad": "pcgrad",
+    "upgrad": "upgrad",
 }
-DEFAULT_SCHEDULER: dict[str, Any] = {"factor": 0.5, "patience": 2, "start_epoch": 0, "min_lr": 0.0}
+
 DEFAULT_LOSS: dict[str, Any] = {"se_weight": 0.1, "se_reduction": "sum", "threshold": None}
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Training cannot go on: too many consecutive non-finite steps, or non-finite weights."""
 
 
 def _merge(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, key: str) -> dict:
@@ -50,6 +72,12 @@ def _merge(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, key: st
     return {**defaults, **given}
 
 
+def _world_size() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
 class SeparationModule(pl.LightningModule):
     """Trains a :class:`usgm.models.UnifiedSeparator` with one of :data:`METHODS`.
 
@@ -57,17 +85,23 @@ class SeparationModule(pl.LightningModule):
     ``torch.load(weights_only=True)``; the network is rebuilt from ``hparams.model``.
 
     Args:
-        model: network config for :func:`usgm.models.build_model`. ``use_se`` is derived from
+        model: Network config for :func:`usgm.models.build_model`. ``use_se`` is derived from
             ``method`` (``ss_only`` has no SE module).
-        method: one of ``ss_only``, ``mtl``, ``gm``, ``gm_released``.
-        sample_rate: audio rate in Hz (stored for evaluation and export).
-        optim: ``name`` (``adam``, the paper's, or ``sgd``), ``lr``, ``weight_decay``,
-            ``momentum`` (sgd only), ``fused`` (adam; None: fused on CUDA).
-        scheduler: ReduceLROnPlateau on validation SI-SNRi: ``factor``, ``patience``,
-            ``start_epoch`` (no halving before it), ``min_lr``.
+        method: A key of :data:`METHODS`.
+        sample_rate: Audio rate in Hz (stored for evaluation and export).
+        optimizer: Hydra ``_partial_`` mapping of a torch optimizer (default: the paper's Adam
+            1.5e-4); ``fused`` left unset means fused on CUDA.
+        scheduler: Hydra ``_partial_`` mapping of an LR scheduler, or None. A
+            ``ReduceLROnPlateau`` steps on the validation SI-SNRi (so ``mode: max``), any other
+            scheduler once per training epoch.
+        scheduler_start_epoch: No scheduler step before this (0-based) epoch (the paper's recipe:
+            5).
         loss: ``se_weight`` (paper 0.1), ``se_reduction`` (paper ``sum``), ``threshold`` (dB;
             utterances already above it are left out of the SS mean, paper recipe 30).
-        clip_grad_norm: L2 gradient clipping of the final update; None or 0 disables.
+        clip_grad_norm: L2 clipping of the final update (paper 5); None or 0 disables.
+        compile: ``torch.compile`` the two mask networks for training (validation, testing and
+            inference stay eager).
+        max_bad_steps: Stop after this many consecutive skipped (non-finite) steps.
     """
 
     def __init__(
@@ -75,170 +109,278 @@ class SeparationModule(pl.LightningModule):
         model: Mapping[str, Any],
         method: str = "gm",
         sample_rate: int = 8000,
-        optim: Mapping[str, Any] | None = None,
-        scheduler: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = optim.DEFAULT_SCHEDULER,
+        scheduler_start_epoch: int = 0,
         loss: Mapping[str, Any] | None = None,
         clip_grad_norm: float | None = 5.0,
+        compile: bool = False,
+        max_bad_steps: int = 20,
     ) -> None:
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"model.method={method!r} is not one of {list(METHODS)}")
         model = {**dict(model), "use_se": method != "ss_only"}
-        optim = _merge(DEFAULT_OPTIM, optim, "optim")
-        scheduler = _merge(DEFAULT_SCHEDULER, scheduler, "scheduler")
+        optimizer = dict(optimizer or optim.DEFAULT_OPTIMIZER)
+        scheduler = None if scheduler is None else dict(scheduler)
+        optim.check(optimizer, scheduler)
         loss = _merge(DEFAULT_LOSS, loss, "loss")
         if loss["se_reduction"] not in ("sum", "mean"):
             raise ValueError(
                 f"model.loss.se_reduction must be 'sum' or 'mean', got {loss['se_reduction']!r}"
             )
+        if clip_grad_norm is not None and clip_grad_norm < 0:
+            raise ValueError(f"model.clip_grad_norm must be ≥ 0 or null, got {clip_grad_norm}")
+        if int(max_bad_steps) < 1:
+            raise ValueError(f"model.max_bad_steps must be ≥ 1, got {max_bad_steps}")
         self.save_hyperparameters(
             {
                 "model": model,
                 "method": method,
                 "sample_rate": int(sample_rate),
-                "optim": optim,
+                "optimizer": optimizer,
                 "scheduler": scheduler,
+                "scheduler_start_epoch": int(scheduler_start_epoch),
                 "loss": loss,
                 "clip_grad_norm": clip_grad_norm,
+                "compile": bool(compile),
+                "max_bad_steps": int(max_bad_steps),
             }
         )
         self.automatic_optimization = False
-        # False only for the negative control of the DDP equivalence check (averaging
-        # per-rank projections, which is wrong because the projection is not linear).
-        self.sync_se_grads = True
+        # False only for the negative control of the DDP equivalence check: combine each rank's
+        # own gradients, then average (wrong for a non-linear combiner).
+        self.sync_task_grads = True
         self.model = build_model(model)
+        name = METHODS[method]
+        self.combiner: Combiner | None = None if name is None else build_combiner(name)
+        # Compiled training callables, kept out of the module tree (state_dict keys unchanged).
+        self._compiled: dict[str, Any] = {}
+        self._bad_run: Tensor | None = None  # consecutive skipped steps (device)
+        self._bad_total: Tensor | None = None  # skipped steps since the start of this fit
 
-    # ------------------------------------------------------------------ parameters
+    # ------------------------------------------------------------------ properties
     @property
     def method(self) -> str:
         return self.hparams["method"]
 
-    def shared_named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        """Encoder + SE-module parameters: the ones both tasks update (GM applies here)."""
-        for module_name in ("encoder", "se_masknet"):
-            module = getattr(self.model, module_name, None)
-            if module is None:
-                continue
-            for name, p in module.named_parameters():
-                if p.requires_grad:
-                    yield f"{module_name}.{name}", p
-
-    # ------------------------------------------------------------------ steps
     def forward(self, mix: Tensor) -> Tensor:
         """Separate. mix (B, T) → estimates (B, C, T)."""
         return self.model(mix).est
 
-    def _losses(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
-        out = self.model(batch["mix"])
-        ref = batch["sources"]
-        l_ss = ss_loss(out.est, ref, threshold=self.hparams["loss"]["threshold"])
-        result = {"ss": l_ss, "est": out.est}
-        if self.method != "ss_only":
-            # Target branch not detached, as in the paper's recipe: the encoder also learns
-            # to make the clean-mixture latent easy to reach.
-            clean_latent = self.model.encode(batch["mix_clean"])
-            result["se"] = se_loss(
-                out.enhanced, clean_latent, reduction=self.hparams["loss"]["se_reduction"]
-            )
-        return result
+    # ------------------------------------------------------------------ compilation
+    def _stage(self, name: str):
+        """The mask net ``name`` for training: compiled when ``compile`` is on."""
+        module = getattr(self.model, name)
+        if not self.hparams["compile"]:
+            return module
+        if name not in self._compiled:
+            if name == "se_masknet" and self.combiner is not None and not self.combiner.linear:
+                # The SE graph is differentiated twice (g_SE, then g_SS through w_e): a compiled
+                # backward must not donate its saved buffers to the first call.
+                torch._functorch.config.donated_buffer = False
+            self._compiled[name] = torch.compile(module)
+        return self._compiled[name]
 
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        opt = self.optimizers()
-        losses = self._losses(batch)
-        l_ss = losses["ss"]
-        w = self.hparams["loss"]["se_weight"]
-        opt.zero_grad(set_to_none=True)
+    def _enhance(self, latent: Tensor) -> Tensor:
+        if self.model.se_masknet is None:
+            return latent
+        return latent * self._stage("se_masknet")(latent)[:, 0]
 
-        if self.method == "ss_only":
-            self.manual_backward(l_ss)
-        elif self.method == "mtl":
-            self.manual_backward(l_ss + w * losses["se"])
-        elif self.method == "gm":
-            self._gm_backward(l_ss, w * losses["se"])
-        else:
-            self._gm_released_backward(l_ss, w * losses["se"])
+    # ------------------------------------------------------------------ training step
+    def _should_log(self) -> bool:
+        """True on the steps where Lightning writes logs (telemetry is only computed then)."""
+        connector = getattr(self.trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
 
-        self._clip_gradients(opt)
-        opt.step()
+    def _all_reduce_mean(self, tensors: list[Tensor]) -> list[Tensor]:
+        """Average ``tensors`` over the data-parallel ranks in one flat collective."""
+        world = _world_size()
+        if world == 1 or not tensors:
+            return tensors
+        flat = torch.cat([t.reshape(-1).float() for t in tensors])
+        dist.all_reduce(flat)
+        flat /= world
+        return [
+            f.view_as(t).to(t.dtype)
+            for f, t in zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)
+        ]
 
-        bs = batch["mix"].shape[0]
-        self.log("train/loss_ss", l_ss.detach(), prog_bar=True, batch_size=bs)
-        if "se" in losses:
-            self.log("train/loss_se", losses["se"].detach(), batch_size=bs)
-        with torch.no_grad():
-            sisnr, _ = pit_si_snr(losses["est"].detach().float(), batch["sources"].float())
-        self.log("train/si_snr", sisnr.mean(), prog_bar=True, batch_size=bs)
-        self.log("train/lr", opt.param_groups[0]["lr"], batch_size=bs)
-        return l_ss.detach()
+    def _gradients(
+        self, batch: Mapping[str, Any], with_stats: bool
+    ) -> tuple[list[tuple[Tensor, Tensor]], dict[str, Tensor]]:
+        """Global gradients of every parameter and step statistics (see module docstring).
 
-    def _clip_gradients(self, opt) -> None:
-        """L2-norm clipping of the final (combined) update."""
-        clip = self.hparams["clip_grad_norm"]
-        if not clip:
-            return
-        if getattr(self.trainer.precision_plugin, "scaler", None) is None:
-            # fp32 / bf16-mixed: gradients are unscaled, so clip directly; this also works with
-            # fused Adam, which Lightning's clip_gradients refuses under mixed precision.
-            torch.nn.utils.clip_grad_norm_(self.parameters(), clip, foreach=True)
-        else:  # 16-mixed: Lightning unscales before clipping
-            self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-
-    def _gm_backward(self, l_ss: Tensor, l_se: Tensor) -> None:
-        """g = g_SS + g_SE' on shared parameters, g_SS elsewhere (paper Eq. 5–6)."""
-        names, shared = zip(*self.shared_named_parameters(), strict=True)
-        # autograd.grad keeps g_SE apart from .grad and does not trigger DDP's all-reduce.
-        g_se = torch.autograd.grad(l_se, shared, retain_graph=True, allow_unused=True)
-        g_se = [torch.zeros_like(p) if g is None else g for g, p in zip(g_se, shared, strict=True)]
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        if distributed and self.sync_se_grads:
-            # The projection is not linear: project the global gradients, never average
-            # per-rank projections. One flat all-reduce keeps the collective count fixed.
-            flat = torch.cat([g.reshape(-1) for g in g_se])
-            dist.all_reduce(flat)
-            flat /= dist.get_world_size()
-            g_se = list(torch.split(flat, [g.numel() for g in g_se]))
-            g_se = [g.view_as(p) for g, p in zip(g_se, shared, strict=True)]
-        self.manual_backward(l_ss)  # DDP all-reduces g_SS here
-        g_ss = [p.grad for p in shared]
-        combined, stats = modulate_and_stats(g_se, g_ss, groups=self._groups(names))
-        for p, g in zip(shared, combined, strict=True):
-            p.grad = g
-        self._log_gm(stats)
-
-    def _gm_released_backward(self, l_ss: Tensor, l_se: Tensor) -> None:
-        """Replays the released code's mechanism under torch 1.8 (see module docstring).
-
-        The SE gradients are placed in ``.grad`` and kept by reference; zeroing in place and the
-        SS backward then turn the stored tensors into g_SS, so the projection sees two equal
-        gradients and returns 2·g_SS.
+        Returns:
+            ``(pairs, info)``: ``(parameter, gradient)`` for every trainable parameter, and 0-d
+            tensors: ``skip`` (bool), ``loss_ss``, ``si_snr``, ``loss_se`` (with SE),
+            ``silent`` (utterances left out for a silent reference), GM telemetry if asked.
         """
-        opt = self.optimizers()
-        names, shared = zip(*self.shared_named_parameters(), strict=True)
-        # autograd.grad (not a second DDP backward) for the SE pass; same values in .grad.
-        g_se = torch.autograd.grad(l_se, shared, retain_graph=True, allow_unused=True)
-        for p, g in zip(shared, g_se, strict=True):
-            p.grad = torch.zeros_like(p) if g is None else g.clone()
-        stored = [p.grad for p in shared]  # references, as the released code keeps them
-        opt.zero_grad(set_to_none=False)  # torch 1.8 semantics: zero in place
-        self.manual_backward(l_ss)  # accumulates in place into the stored tensors
-        if any(s is not p.grad for s, p in zip(stored, shared, strict=True)):
-            raise RuntimeError("gm_released: .grad was replaced, not accumulated in place")
-        g_ss = [g.clone() for g in stored]
-        combined, stats = modulate_and_stats(stored, g_ss, groups=self._groups(names))
-        for p, g in zip(shared, combined, strict=True):
-            p.grad = g
-        self._log_gm(stats)
+        mix, ref = batch["mix"], batch["sources"]
+        shared = [p for _, p in self.model.shared_parameters() if p.requires_grad]
+        groups = [
+            "se" if n.startswith("se_masknet.") else "encoder"
+            for n, p in self.model.shared_parameters()
+            if p.requires_grad
+        ]
+        separation = [p for _, p in self.model.separation_parameters() if p.requires_grad]
+        world = _world_size()
+
+        # 1. Shared graph: encoder and SE mask net.
+        latent = self.model.encode(mix)
+        enhanced = self._enhance(latent)
+
+        # 2. Separation graph on a detached w_e: one backward, no retain_graph.
+        w_e = enhanced.detach().requires_grad_(True)
+        masks = self._stage("ss_masknet")(w_e)
+        est = self.model.decode(w_e, masks, mix.shape[-1])
+        sisnr, keep, silent = ss_loss_terms(est, ref, self.hparams["loss"]["threshold"])
+        counts = torch.stack((keep.sum(), silent.sum(), (~silent).sum())).float()
+        if world > 1:  # the kept-utterance mean is the global one
+            dist.all_reduce(counts)
+        n_keep = counts[0]
+        kept_sum = torch.where(keep, sisnr, torch.zeros_like(sisnr)).sum()
+        # Averaging gradients over ranks divides by `world`: scale so the result is the
+        # gradient of the global mean over kept utterances.
+        l_ss = -kept_sum * world / n_keep.clamp(min=1)
+        g_sep_and_w = torch.autograd.grad(l_ss, [*separation, w_e], allow_unused=True)
+        g_sep = [
+            torch.zeros_like(p) if g is None else g
+            for g, p in zip(g_sep_and_w[:-1], separation, strict=True)
+        ]
+        g_w = g_sep_and_w[-1]
+
+        # 3. Shared parameters: g_SS through w_e, and g_SE.
+        info: dict[str, Tensor] = {}
+        combined: list[Tensor]
+        task_pair: tuple[list[Tensor], list[Tensor]] | None = None
+        if self.combiner is None:
+            combined = self._grad(enhanced, shared, g_w)
+        else:
+            w = self.hparams["loss"]["se_weight"]
+            clean_latent = self.model.encode(batch["mix_clean"])  # target branch not detached,
+            # as in the paper's recipe: the encoder also learns an easy-to-reach clean latent.
+            l_se = se_loss(enhanced, clean_latent, reduction=self.hparams["loss"]["se_reduction"])
+            info["loss_se"] = l_se.detach()
+            if self.combiner.linear and not with_stats:
+                combined = self._grad([enhanced, w * l_se], shared, [g_w, torch.ones_like(l_se)])
+            else:
+                g_se = self._grad(w * l_se, shared, None, retain=True)
+                g_ss = self._grad(enhanced, shared, g_w)
+                task_pair = (g_ss, g_se)
+
+        # 4. Global gradients, then the (non-linear) combiner.
+        heard = torch.where(silent, torch.zeros_like(sisnr), sisnr).detach().sum()  # no host sync
+        scalars = torch.stack((kept_sum.detach(), heard))
+        if task_pair is not None:
+            g_ss, g_se = task_pair
+            if self.sync_task_grads:
+                reduced = self._all_reduce_mean([*g_sep, *g_ss, *g_se, scalars])
+                k, n = len(g_sep), len(g_ss)
+                g_sep, g_ss, g_se = reduced[:k], reduced[k : k + n], reduced[k + n : k + 2 * n]
+                scalars = reduced[-1]
+                combined, stats = self.combiner.combine(g_ss, g_se, groups, with_stats)
+            else:  # negative control: combine per rank, then average
+                combined, stats = self.combiner.combine(g_ss, g_se, groups, with_stats)
+                reduced = self._all_reduce_mean([*g_sep, *combined, scalars])
+                g_sep, combined = reduced[: len(g_sep)], reduced[len(g_sep) : -1]
+                scalars = reduced[-1]
+            info.update({f"gm/{k}": v for k, v in stats.items() if "/" in k})
+        else:
+            reduced = self._all_reduce_mean([*g_sep, *combined, scalars])
+            g_sep, combined, scalars = reduced[: len(g_sep)], reduced[len(g_sep) : -1], reduced[-1]
+
+        grads = [*combined, *g_sep]
+        params = [*shared, *separation]
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        # NaN/Inf anywhere on any rank reaches every rank through the all-reduce.
+        info["skip"] = ~torch.isfinite(norm) | (n_keep == 0)
+        info["grad_norm"] = norm
+        info["loss_ss"] = -scalars[0] * world / n_keep.clamp(min=1)
+        info["si_snr"] = scalars[1] * world / counts[2].clamp(min=1)
+        info["silent"] = counts[1]
+        return list(zip(params, grads, strict=True)), info
 
     @staticmethod
-    def _groups(names: tuple[str, ...]) -> list[str]:
-        return ["se" if n.startswith("se_masknet.") else "encoder" for n in names]
+    def _grad(outputs, inputs: list[Tensor], grad_outputs, retain: bool = False) -> list[Tensor]:
+        """``torch.autograd.grad`` with zeros for unreached inputs (and no DDP hooks fired)."""
+        grads = torch.autograd.grad(
+            outputs, inputs, grad_outputs=grad_outputs, retain_graph=retain, allow_unused=True
+        )
+        return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, inputs, strict=True)]
 
-    def _log_gm(self, stats: dict[str, Tensor]) -> None:
-        """GM telemetry per module: fraction of tensors in conflict, mean cosine g_SE·g_SS."""
-        for group in ("encoder", "se"):
-            if f"{group}/conflict_frac" in stats:
-                self.log(f"gm/{group}_conflict_frac", stats[f"{group}/conflict_frac"])
-                self.log(f"gm/{group}_cosine", stats[f"{group}/cos_mean"])
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        opt = self.optimizers()
+        log_now = self._should_log()
+        pairs, info = self._gradients(batch, with_stats=log_now)
+        opt.zero_grad(set_to_none=True)
+        for p, g in pairs:
+            p.grad = g
+        clip = self.hparams["clip_grad_norm"]
+        if clip:
+            torch.nn.utils.clip_grads_with_norm_(
+                [p for p, _ in pairs], clip, info["grad_norm"], foreach=True
+            )
+        self._step(opt, info["skip"])
+        self._count_bad_steps(info["skip"], check=log_now)
+        if log_now:
+            self._log_train(info, batch["mix"].shape[0])
+
+    def _step(self, opt, skip: Tensor) -> None:
+        """``opt.step()`` unless ``skip``: on the device for fused optimizers, else on the host."""
+        inner = opt.optimizer
+        if inner.defaults.get("fused"):
+            # Fused kernels (Adam, AdamW, SGD) leave parameters, moments and step counts
+            # untouched where found_inf is non-zero: no host synchronisation.
+            inner.found_inf = skip.float()
+            opt.step()
+            inner.found_inf = None
+            return
+        if bool(skip):  # host decision (free on the CPU; one sync a step on the GPU)
+            for group in inner.param_groups:
+                for p in group["params"]:
+                    p.grad = None  # torch optimizers leave gradient-less parameters alone
+        opt.step()  # still counts as a step for Lightning (max_steps, schedules)
+
+    def _count_bad_steps(self, skip: Tensor, check: bool) -> None:
+        """Count skipped steps; stop after ``max_bad_steps`` in a row (checked on log steps)."""
+        bad = skip.float()
+        if self._bad_run is None or self._bad_run.device != bad.device:
+            self._bad_run, self._bad_total = torch.zeros_like(bad), torch.zeros_like(bad)
+        self._bad_run = (self._bad_run + bad) * bad  # resets to 0 on a good step
+        self._bad_total = self._bad_total + bad
+        limit = self.hparams["max_bad_steps"]
+        if (check or bad.device.type == "cpu") and int(self._bad_run) >= limit:
+            raise NonFiniteTrainingError(
+                f"training stopped at step {self.global_step}: {int(self._bad_run)} consecutive "
+                "steps had a non-finite loss or gradient (or no utterance to learn from) and "
+                "were skipped; check the data and lower model.optimizer.lr (the limit is "
+                "model.max_bad_steps). The weights were not changed by those steps."
+            )
+
+    def _log_train(self, info: Mapping[str, Tensor], batch_size: int) -> None:
+        log = dict(batch_size=batch_size, sync_dist=False)  # already global
+        self.log("train/loss_ss", info["loss_ss"], prog_bar=True, **log)
+        self.log("train/si_snr", info["si_snr"], prog_bar=True, **log)
+        if "loss_se" in info:
+            self.log("train/loss_se", info["loss_se"], **log)
+        self.log("train/grad_norm", info["grad_norm"], **log)
+        self.log("train/skipped_steps", self._bad_total, **log)
+        self.log("train/silent_refs", info["silent"], **log)
+        self.log("train/lr", self.optimizers().optimizer.param_groups[0]["lr"], **log)
+        for key, value in info.items():
+            if key.startswith("gm/"):  # gm/<group>/conflict_frac → gm/<group>_conflict_frac
+                group, stat = key[3:].split("/")
+                name = "cosine" if stat == "cos_mean" else stat
+                self.log(f"gm/{group}_{name}", value, **log)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Never write non-finite weights (a skipped step cannot make them, an overflow could)."""
+        if not all(bool(torch.isfinite(p).all()) for p in self.parameters()):
+            raise NonFiniteTrainingError(
+                "refusing to write a checkpoint: the model weights are not finite"
+            )
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: Mapping[str, Any], stage: str) -> None:
@@ -266,40 +408,30 @@ class SeparationModule(pl.LightningModule):
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
+    def _scheduler_due(self) -> bool:
+        return self.current_epoch >= self.hparams["scheduler_start_epoch"]  # 0-based epochs
+
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
         sched = self.lr_schedulers()
         metric = self.trainer.callback_metrics.get("val/si_snri")
-        if sched is None or metric is None:
+        if not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau) or metric is None:
             return
-        if self.current_epoch >= self.hparams["scheduler"]["start_epoch"]:  # 0-based epochs
+        if self._scheduler_due() and math.isfinite(float(metric)):
             sched.step(float(metric))
+
+    def on_train_epoch_end(self) -> None:
+        sched = self.lr_schedulers()
+        if sched is None or isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return
+        if self._scheduler_due():
+            sched.step()
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self) -> dict[str, Any]:
-        o, s = self.hparams["optim"], self.hparams["scheduler"]
-        if o["name"] == "adam":
-            fused = o["fused"]
-            if fused is None:  # fused Adam on CUDA, except with a 16-bit loss scaler
-                scaler = getattr(self._trainer, "precision", "") if self._trainer else ""
-                fused = next(self.parameters()).is_cuda and not str(scaler).startswith("16")
-            opt = torch.optim.Adam(
-                self.parameters(),
-                lr=o["lr"],
-                weight_decay=o["weight_decay"],
-                fused=bool(fused) or None,
-            )
-        elif o["name"] == "sgd":
-            opt = torch.optim.SGD(
-                self.parameters(),
-                lr=o["lr"],
-                momentum=o["momentum"],
-                weight_decay=o["weight_decay"],
-            )
-        else:
-            raise ValueError(f"model.optim.name must be 'adam' or 'sgd', got {o['name']!r}")
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="max", factor=s["factor"], patience=s["patience"], min_lr=s["min_lr"]
-        )
+        opt = optim.build_optimizer(self.hparams["optimizer"], self.parameters())
+        sched = optim.build_scheduler(self.hparams["scheduler"], opt)
+        if sched is None:
+            return {"optimizer": opt}
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from usgm.gm import _modulate_reference, gm_stats, modulate, modulate_and_stats
+from usgm.gm.projection import _modulate_reference, gm_stats, modulate, modulate_and_stats
 
 
 def test_agreeing_gradients_are_summed() -> None:

@@ -1,4 +1,4 @@
-"""Gradient modulation (GM) of Hu et al. (2023, arXiv 2302.11131), Sec. 2.3.
+"""Gradient modulation (GM) of Hu et al. (2023, arXiv 2302.11131), Sec. 2.3: the projection.
 
 For every parameter tensor shared by the two tasks (encoder and SE module), with g_SE the
 gradient of the SE loss and g_SS that of the separation loss:
@@ -243,7 +243,7 @@ def _summarise(
     stats = {
         "conflict_frac": conflict.mean(),
         "cos_mean": cos.mean(),
-        "n_pairs": torch.tensor(float(len(idx)), device=device),
+        "n_pairs": torch.full((), float(len(idx)), device=device),  # a fill: no host copy
     }
     if groups is not None:
         labels = [groups[i] for i in idx]
