@@ -5,6 +5,15 @@ put in the speaker order of the previous window by the permutation that best mat
 the shared overlap (least squares, i.e. the largest summed inner product), then cross-faded with a
 raised-cosine ramp. Input is read and output written block by block with soundfile, so memory is
 bounded by the window length whatever the file length.
+
+Batching and precision: ``--batch-windows N`` runs N consecutive windows of equal length through
+the model in one call (memory then grows to N windows, still independent of the file length);
+the stitching is unchanged, so for fp32 the output equals the one-window-at-a-time output up to
+float rounding. ``--precision bf16`` runs the network under ``torch.autocast`` in bfloat16
+(resampling, stitching and the outputs stay float32). It is allowed on the CPU as well, where
+PyTorch's autocast supports bfloat16: it gives the same numbers as on a GPU up to rounding, which
+is what the CPU tests check, but it is usually slower than fp32 there unless the CPU has native
+bfloat16 (AMX/AVX512-BF16); it is meant for CUDA.
 """
 
 from __future__ import annotations
@@ -28,6 +37,10 @@ from usgm.evaluation.export import ModelFileError, create_temp, load_model
 
 DEFAULT_WINDOW_S = 30.0
 DEFAULT_OVERLAP_S = 3.0
+#: Windows per model call when ``--batch-windows`` is not given: a GPU gains from batching
+#: (8 × 30 s at 8 kHz of the paper-size model fit in a few GiB), a CPU does not.
+DEFAULT_BATCH_WINDOWS = {"cuda": 8, "cpu": 1}
+PRECISIONS = ("32", "bf16")
 # Largest (input rate / g) × (model rate / g), g = gcd, that resampling accepts: torchaudio builds
 # a polyphase kernel of about that many taps, so 8001 → 8000 Hz (64 M) takes seconds per window
 # and 96001 Hz gigabytes, while 44056 → 8000 Hz (5.5 M) takes a fraction of a second.
@@ -124,6 +137,31 @@ def iter_windows(
         buf = torch.cat([buf[hop:], more])
 
 
+def group_windows(
+    windows: Iterator[tuple[Tensor, bool]], size: int
+) -> Iterator[list[tuple[Tensor, bool]]]:
+    """Groups consecutive windows into lists of at most ``size`` windows of one length.
+
+    A window of another length (the last, shorter one) starts a new group, so every group can be
+    stacked into one (B, n) tensor without padding (padding would change a non-causal model's
+    output). Only ``size`` windows are held at a time.
+
+    Args:
+        windows: ``(window (n,), final)`` pairs, e.g. from :func:`iter_windows`.
+        size: most windows per group (≥ 1).
+    """
+    if size < 1:
+        raise ValueError(f"batch size must be >= 1, got {size}")
+    group: list[tuple[Tensor, bool]] = []
+    for item in windows:
+        if group and (len(group) == size or group[0][0].shape[-1] != item[0].shape[-1]):
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
+
+
 def separate_in_windows(
     separate: Callable[[Tensor], Tensor], mix: Tensor, window: int, overlap: int
 ) -> Tensor:
@@ -158,30 +196,54 @@ def separate_in_windows(
 
 # ----------------------------------------------------------------------------- model wrapper
 def model_separator(
-    model: nn.Module, model_rate: int, input_rate: int, device: torch.device | str = "cpu"
+    model: nn.Module,
+    model_rate: int,
+    input_rate: int,
+    device: torch.device | str = "cpu",
+    precision: str = "32",
 ) -> Callable[[Tensor], Tensor]:
-    """Wraps a separator as ``fn(x (n,) at input_rate) -> (C, n)`` at the input rate.
+    """Wraps a separator as ``fn(x) -> estimates`` at the input rate.
 
-    Resamples to the model's rate and back with ``torchaudio.functional.resample``.
+    ``fn`` takes one window (n,) and returns (C, n), or a batch of windows (B, n) and returns
+    (B, C, n). Resamples to the model's rate and back with ``torchaudio.functional.resample``
+    (in float32, outside autocast, so bf16 only touches the network).
+
+    Args:
+        model: separator, (B, T) → output with ``.est`` (B, C, T).
+        model_rate: the model's sample rate.
+        input_rate: the windows' sample rate.
+        device: where the model is.
+        precision: ``"32"`` or ``"bf16"`` (autocast of the network to bfloat16).
+
+    Raises:
+        ValueError: an unknown precision.
     """
     import torchaudio.functional as AF
 
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device = torch.device(device)
+    use_bf16 = precision == "bf16"
 
     @torch.inference_mode()
     def fn(x: Tensor) -> Tensor:
         n = x.shape[-1]
+        single = x.dim() == 1
         y = x.to(device, torch.float32)
+        if single:
+            y = y[None]
         if input_rate != model_rate:
             y = AF.resample(y, input_rate, model_rate)
-        est = model(y[None]).est[0].float()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            est = model(y).est
+        est = est.float()  # (B, C, T')
         if input_rate != model_rate:
             est = AF.resample(est, model_rate, input_rate)
         if est.shape[-1] >= n:
             est = est[..., :n]
         else:
             est = torch.nn.functional.pad(est, (0, n - est.shape[-1]))
-        return est.cpu()
+        return est[0].cpu() if single else est.cpu()
 
     return fn
 
@@ -274,6 +336,7 @@ def separate_file(
     window_s: float = DEFAULT_WINDOW_S,
     overlap_s: float = DEFAULT_OVERLAP_S,
     subtype: str = "FLOAT",
+    batch_windows: int = 1,
 ) -> list[Path]:
     """Streams ``path`` through ``separate`` and writes ``out_dir/<stem>_s{k}.wav``.
 
@@ -283,16 +346,21 @@ def separate_file(
     Args:
         path: input audio (any soundfile format, rate and channel count).
         out_dir: output folder (created).
-        separate: window (n,) at the file's rate → (C, n), e.g. :func:`model_separator`.
+        separate: window (n,) at the file's rate → (C, n), e.g. :func:`model_separator`; with
+            ``batch_windows`` > 1 it is called with a batch (B, n) instead and must return
+            (B, C, n), as :func:`model_separator`'s function does.
         n_src: number of outputs C.
         sample_rate: the file's rate (outputs keep it).
         window_s: window length in seconds.
         overlap_s: overlap of consecutive windows in seconds.
         subtype: soundfile subtype of the outputs (FLOAT keeps any level without clipping).
+        batch_windows: windows per call of ``separate`` (≥ 1); memory holds this many windows.
 
     Returns:
         The written files, s1 … sC.
     """
+    if batch_windows < 1:
+        raise ValueError(f"batch_windows must be >= 1, got {batch_windows}")
     window = max(1, round(window_s * sample_rate))
     overlap = max(1, round(overlap_s * sample_rate))
     if overlap >= window:
@@ -335,16 +403,23 @@ def separate_file(
 
             stitcher = OverlapStitcher(overlap)
             hop = window - overlap
-            for i, (win, final) in enumerate(iter_windows(read, window, hop)):
-                est = separate(win)
-                if not bool(torch.isfinite(est).all()):
-                    raise SeparationError(
-                        f"{path}: the model's output is NaN/Inf for the window starting at "
-                        f"{i * hop / sample_rate:.2f} s (the input is finite); nothing was written"
-                    )
-                done = stitcher.push(est, final).numpy()
-                for w, chan in zip(writers, done):
-                    w.write(np.ascontiguousarray(chan, dtype=np.float32))
+            i = 0  # index of the next window, for the error message
+            for group in group_windows(iter_windows(read, window, hop), batch_windows):
+                if batch_windows == 1:
+                    ests = separate(group[0][0])[None]  # keeps the (n,) → (C, n) contract
+                else:
+                    ests = separate(torch.stack([win for win, _ in group]))  # (B, C, n)
+                for est, (_, final) in zip(ests, group, strict=True):
+                    if not bool(torch.isfinite(est).all()):
+                        raise SeparationError(
+                            f"{path}: the model's output is NaN/Inf for the window starting at "
+                            f"{i * hop / sample_rate:.2f} s (the input is finite); nothing was "
+                            "written"
+                        )
+                    i += 1
+                    done = stitcher.push(est, final).numpy()
+                    for w, chan in zip(writers, done):
+                        w.write(np.ascontiguousarray(chan, dtype=np.float32))
         for w in writers:
             w.close()
         for tmp, f in zip(temps, finals):
@@ -363,8 +438,27 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def default_batch_windows(device: str | torch.device) -> int:
+    """Windows per model call when ``--batch-windows`` is ``auto``: 8 on CUDA, 1 elsewhere."""
+    return DEFAULT_BATCH_WINDOWS.get(torch.device(device).type, 1)
+
+
+def _batch_arg(text: str) -> int | None:
+    """``--batch-windows``: a positive integer, or ``auto`` (None)."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``usgm-separate MODEL INPUT [INPUT ...] --out DIR [--device cpu|cuda]``."""
+    """``usgm-separate MODEL INPUT [INPUT ...] --out DIR [--device D] [--batch-windows N]
+    [--precision 32|bf16]``."""
     parser = argparse.ArgumentParser(
         prog="usgm-separate",
         description="Separate speakers in recordings of any length, rate and channel count. "
@@ -395,6 +489,21 @@ def main(argv: list[str] | None = None) -> int:
         default="FLOAT",
         help="output WAV subtype, e.g. FLOAT or PCM_16 (default %(default)s)",
     )
+    parser.add_argument(
+        "--batch-windows",
+        type=_batch_arg,
+        default=None,
+        metavar="N",
+        help="windows per model call; memory grows with N, never with the file length "
+        "(default auto: 8 on CUDA, 1 on CPU)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="32",
+        help="network precision: 32 (float32) or bf16 (bfloat16 autocast; meant for CUDA, "
+        "allowed but usually slower on a CPU) (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     prog = "usgm-separate"
     if not args.window > 0 or not 0 < args.overlap < args.window:
@@ -422,12 +531,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 1
     out_dir = Path(args.out)
+    n_batch = args.batch_windows or default_batch_windows(device)
     failed = 0
     for f in files:
         info = infos[f]
         if info.channels > 1:
             print(f"{prog}: note: {f}: {info.channels} channels downmixed to mono", file=sys.stderr)
-        fn = model_separator(model, meta["sample_rate"], info.samplerate, device)
+        fn = model_separator(model, meta["sample_rate"], info.samplerate, device, args.precision)
         try:
             written = separate_file(
                 f,
@@ -438,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.window,
                 args.overlap,
                 args.subtype.upper(),
+                n_batch,
             )
         except (AudioInputError, SeparationError) as err:  # these name the file themselves
             print(f"{prog}: error: {_first_line(err)}", file=sys.stderr)
