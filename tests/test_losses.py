@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchmetrics.functional.audio import scale_invariant_signal_noise_ratio
 
-from usgm.losses import pit_si_snr, se_loss, si_snr, ss_loss
+from usgm.losses import latent_frames, pit_si_snr, se_loss, si_snr, silent_references, ss_loss
 
 
 def _si_snr_numpy(est: np.ndarray, ref: np.ndarray) -> float:
@@ -158,3 +158,119 @@ def test_pit_usable_in_autograd_after_inference_mode_call() -> None:
     best, _ = pit_si_snr(est, torch.randn(2, 4, 64))
     best.sum().backward()
     assert est.grad is not None
+
+
+# -- padded batches (whole utterances batched by duration) ------------------------------------
+
+
+def _padded(items: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad (..., T_i) tensors with zeros into (B, ..., T_max); returns (batch, lengths)."""
+    t = max(x.shape[-1] for x in items)
+    out = torch.stack([torch.nn.functional.pad(x, (0, t - x.shape[-1])) for x in items])
+    return out, torch.tensor([x.shape[-1] for x in items])
+
+
+@pytest.mark.parametrize("threshold", [None, 0.0])
+def test_ss_loss_padded_batch_equals_utterances_one_by_one(threshold: float | None) -> None:
+    """Loss and gradients of a zero-padded batch with lengths = the unpadded utterances alone."""
+    g = torch.Generator().manual_seed(3)
+    lens = [700, 320, 513, 700]
+    refs = [torch.randn(2, n, generator=g) for n in lens]
+    # estimates with offsets (zero-mean must use the valid part) and varied quality
+    ests = [r.flip(0) * 0.3 + (0.2 + i) * torch.randn(2, n, generator=g) + 0.5
+            for i, (r, n) in enumerate(zip(refs, lens))]  # fmt: skip
+    est_b, lengths = _padded(ests)
+    ref_b, _ = _padded(refs)
+    est_b = est_b.clone().requires_grad_(True)
+    # the padded tail of the estimate is garbage, as a model's output would be
+    with torch.no_grad():
+        for b, n in enumerate(lens):
+            est_b[b, :, n:] = 3.0
+    loss_b = ss_loss(est_b, ref_b, threshold, lengths=lengths)
+    loss_b.backward()
+
+    # reference: each utterance alone, through the textbook float64 SI-SNR for the values and
+    # autograd of the unmasked path for the gradients
+    singles = [e.clone().requires_grad_(True) for e in ests]
+    per = []
+    for e, r in zip(singles, refs):
+        pair = np.array([[_si_snr_numpy(e[i].detach().double().numpy(), r[j].double().numpy())
+                          for j in range(2)] for i in range(2)])  # fmt: skip
+        best_np = max(pair[0, 0] + pair[1, 1], pair[1, 0] + pair[0, 1]) / 2
+        best, _ = pit_si_snr(e[None], r[None])
+        assert best.item() == pytest.approx(best_np, abs=1e-3)
+        per.append(best[0])
+    kept = [s for s in per if threshold is None or s.item() <= threshold]
+    assert 0 < len(kept) < len(per) or threshold is None  # the threshold must matter here
+    loss_1 = -torch.stack(kept).mean()
+    loss_1.backward()
+    torch.testing.assert_close(loss_b, loss_1, rtol=1e-5, atol=1e-5)
+    for b, (e, n) in enumerate(zip(singles, lens)):
+        torch.testing.assert_close(est_b.grad[b, :, :n], e.grad, rtol=1e-4, atol=1e-6)
+        assert torch.all(est_b.grad[b, :, n:] == 0)
+
+
+def test_ss_loss_full_lengths_bit_identical() -> None:
+    """lengths all equal to T: the same bits as without lengths (segment training unchanged)."""
+    g = torch.Generator().manual_seed(4)
+    ref = torch.randn(3, 2, 400, generator=g)
+    est = (ref + torch.randn(3, 2, 400, generator=g) + 0.1).requires_grad_(True)
+    full = torch.full((3,), 400)
+    a = ss_loss(est, ref, 30.0)
+    (ga,) = torch.autograd.grad(a, est)
+    b = ss_loss(est, ref, 30.0, lengths=full)
+    (gb,) = torch.autograd.grad(b, est)
+    assert torch.equal(a, b) and torch.equal(ga, gb)
+    assert torch.equal(si_snr(est, ref), si_snr(est, ref, mask=torch.ones(400)))
+
+
+def test_silent_reference_judged_on_valid_part() -> None:
+    """A quiet but real source padded with lots of zeros is not called silent."""
+    ref = torch.zeros(1, 2, 10_000)
+    ref[0, :, :100] = 3e-5  # mean power 9e-10 over 100 samples, 9e-12 over 10,000
+    assert bool(silent_references(ref)[0])
+    assert not bool(silent_references(ref, lengths=torch.tensor([100]))[0])
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_se_loss_padded_frames_equal_unpadded(reduction: str) -> None:
+    g = torch.Generator().manual_seed(5)
+    frames = [9, 4, 7]
+    enh = [torch.randn(6, f, generator=g) for f in frames]
+    clean = [torch.randn(6, f, generator=g) for f in frames]
+    enh_b, n = _padded(enh)
+    clean_b, _ = _padded(clean)
+    enh_b = enh_b.clone().requires_grad_(True)
+    with torch.no_grad():
+        enh_b[1, :, 4:] = 5.0  # garbage in the padded frames
+    loss_b = se_loss(enh_b, clean_b, reduction, frames=n)
+    loss_b.backward()
+    singles = [e.clone().requires_grad_(True) for e in enh]
+    if reduction == "sum":  # per-utterance sums, averaged over utterances
+        loss_1 = torch.stack([se_loss(e[None], c[None], "sum") for e, c in zip(singles, clean)])
+        loss_1 = loss_1.mean()
+    else:  # one mean over every valid element of the batch
+        loss_1 = torch.cat([(e - c).square().flatten() for e, c in zip(singles, clean)]).mean()
+    loss_1.backward()
+    torch.testing.assert_close(loss_b, loss_1)
+    for b, (e, f) in enumerate(zip(singles, frames)):
+        torch.testing.assert_close(enh_b.grad[b, :, :f], e.grad)
+        assert torch.all(enh_b.grad[b, :, f:] == 0)
+    full = torch.full((3,), 9)
+    assert torch.equal(se_loss(enh_b, clean_b, reduction), se_loss(enh_b, clean_b, reduction, full))
+
+
+def test_latent_frames_matches_n_frames_and_encoder() -> None:
+    from usgm.models.encoder import Encoder, n_frames
+
+    lengths = torch.tensor([1, 15, 16, 17, 24, 25, 1000, 1003])
+    got = latent_frames(lengths, 16, 8)
+    assert got.tolist() == [n_frames(int(n), 16, 8) for n in lengths]
+    # the valid frames of a zero-padded batch's latent are those of the utterance alone
+    enc = Encoder(4, 16, 8)
+    x = torch.randn(1, 1003)
+    alone = enc(x[:, :203])
+    padded = enc(torch.nn.functional.pad(x[:, :203], (0, 800)))
+    f = int(latent_frames(torch.tensor([203]), 16, 8)[0])
+    assert alone.shape[-1] == f
+    torch.testing.assert_close(padded[..., :f], alone)

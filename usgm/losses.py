@@ -20,7 +20,42 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def si_snr(est: Tensor, ref: Tensor, eps: float = 1e-8) -> Tensor:
+def valid_mask(lengths: Tensor, total: int) -> Tensor:
+    """Float mask of the valid (unpadded) positions.
+
+    Args:
+        lengths: Valid length per utterance, shape (B,) integer (values above ``total`` count
+            as ``total``).
+        total: Padded length T.
+
+    Returns:
+        float32, shape (B, T): 1.0 where ``t < lengths[b]``, else 0.0.
+    """
+    positions = torch.arange(total, device=lengths.device)
+    return (positions < lengths.unsqueeze(-1)).float()
+
+
+def latent_frames(lengths: Tensor, kernel_size: int, stride: int) -> Tensor:
+    """Encoder frames that cover each utterance's valid samples (tensor form of ``n_frames``).
+
+    Same formula as :func:`usgm.models.encoder.n_frames`, elementwise on the device (no host
+    sync). Because padding is zeros and the encoder right-pads with zeros, the first
+    ``frames[b]`` frames of a padded batch's latent equal the latent of utterance b alone.
+
+    Args:
+        lengths: Valid samples per utterance, shape (B,) integer.
+        kernel_size: Encoder filter length.
+        stride: Encoder hop.
+
+    Returns:
+        int64, shape (B,): ``max(1, ceil((T_b − kernel_size) / stride) + 1)``.
+    """
+    lengths = lengths.long()
+    frames = torch.div(lengths - kernel_size + stride - 1, stride, rounding_mode="floor") + 1
+    return torch.where(lengths <= kernel_size, torch.ones_like(frames), frames)
+
+
+def si_snr(est: Tensor, ref: Tensor, eps: float = 1e-8, mask: Tensor | None = None) -> Tensor:
     """Scale-invariant SNR in dB along the last dim (inputs are made zero-mean first).
 
     s_t = ⟨ŝ, s⟩ / (‖s‖² + eps) · s,  e = ŝ − s_t,  SI-SNR = 10 log10(‖s_t‖² / (‖e‖² + eps) + eps).
@@ -29,6 +64,10 @@ def si_snr(est: Tensor, ref: Tensor, eps: float = 1e-8) -> Tensor:
         est: Estimate, shape (..., T).
         ref: Reference, shape (..., T) (broadcastable against ``est``).
         eps: Stabiliser for silent references / perfect estimates.
+        mask: Optional 0/1 float mask of the valid samples, shape (..., T) broadcastable
+            against ``est`` (see :func:`valid_mask`). Means and sums then run over the valid
+            samples only, so a zero-padded utterance scores as the unpadded one. With an
+            all-ones mask the result is bit-identical to ``mask=None``.
 
     Returns:
         float32 SI-SNR, shape (...) (the broadcast batch shape).
@@ -39,8 +78,20 @@ def si_snr(est: Tensor, ref: Tensor, eps: float = 1e-8) -> Tensor:
         )
     est = est.float()
     ref = ref.float()
-    est = est - est.mean(dim=-1, keepdim=True)
-    ref = ref - ref.mean(dim=-1, keepdim=True)
+    if mask is None:
+        est = est - est.mean(dim=-1, keepdim=True)
+        ref = ref - ref.mean(dim=-1, keepdim=True)
+    else:
+        # mean over the valid part = mean over T of the masked signal · T / n. Written this way
+        # (rather than sum / n) an all-ones mask multiplies by exactly 1.0, so unpadded batches
+        # give the same bits as the mask-free path. Re-masking after centring keeps the padded
+        # tail at exactly zero, so it adds nothing to the sums below (nor gets gradient).
+        mask = mask.float()
+        scale = est.shape[-1] / mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        est = est * mask
+        ref = ref * mask
+        est = (est - est.mean(dim=-1, keepdim=True) * scale) * mask
+        ref = (ref - ref.mean(dim=-1, keepdim=True) * scale) * mask
     dot = (est * ref).sum(dim=-1, keepdim=True)
     target = dot / (ref.square().sum(dim=-1, keepdim=True) + eps) * ref
     noise = est - target
@@ -59,7 +110,9 @@ def _permutations(n_src: int, device: torch.device) -> Tensor:
         return torch.tensor(list(itertools.permutations(range(n_src))), device=device)
 
 
-def pit_si_snr(est: Tensor, ref: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
+def pit_si_snr(
+    est: Tensor, ref: Tensor, eps: float = 1e-8, lengths: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Utterance-level PIT SI-SNR over all C! permutations, batched.
 
     The (B, C, C) matrix of pairwise SI-SNRs is built once; each permutation's score is a gather
@@ -69,6 +122,8 @@ def pit_si_snr(est: Tensor, ref: Tensor, eps: float = 1e-8) -> tuple[Tensor, Ten
         est: Estimates, shape (B, C, T).
         ref: References, shape (B, C, T).
         eps: See :func:`si_snr`.
+        lengths: Optional valid samples per utterance, shape (B,) integer: the SI-SNRs cover
+            only ``[:lengths[b]]`` of utterance b (zero-padded batches).
 
     Returns:
         ``(best, perm)``: ``best`` (B,) float32, the mean SI-SNR over speakers of the best
@@ -81,7 +136,8 @@ def pit_si_snr(est: Tensor, ref: Tensor, eps: float = 1e-8) -> tuple[Tensor, Ten
             f"got {tuple(est.shape)} and {tuple(ref.shape)}"
         )
     n_src = est.shape[1]
-    pair = si_snr(est.unsqueeze(2), ref.unsqueeze(1), eps)  # (B, C_est, C_ref)
+    mask = None if lengths is None else valid_mask(lengths, est.shape[-1])[:, None, None]
+    pair = si_snr(est.unsqueeze(2), ref.unsqueeze(1), eps, mask)  # (B, C_est, C_ref)
     perms = _permutations(n_src, est.device)  # (P, C)
     cols = torch.arange(n_src, device=est.device)
     scores = pair[:, perms, cols].mean(dim=-1)  # (B, P): mean_j pair[b, perm[p, j], j]
@@ -89,7 +145,7 @@ def pit_si_snr(est: Tensor, ref: Tensor, eps: float = 1e-8) -> tuple[Tensor, Ten
     return best, perms[idx]
 
 
-def silent_references(ref: Tensor, floor: float = 1e-10) -> Tensor:
+def silent_references(ref: Tensor, floor: float = 1e-10, lengths: Tensor | None = None) -> Tensor:
     """Utterances with a silent reference source, for which SI-SNR has no meaning.
 
     A source whose mean power is at most ``floor`` (−100 dB re full scale, i.e. digital
@@ -100,15 +156,20 @@ def silent_references(ref: Tensor, floor: float = 1e-10) -> Tensor:
     Args:
         ref: References, shape (B, C, T).
         floor: Mean-square threshold.
+        lengths: Optional valid samples per utterance, shape (B,): the mean power is taken
+            over the valid samples (the zero padding would otherwise lower it).
 
     Returns:
         bool, shape (B,): True where any of the C sources is silent.
     """
-    return (ref.float().square().mean(dim=-1) <= floor).any(dim=-1)
+    power = ref.float().square().mean(dim=-1)  # (B, C)
+    if lengths is not None:  # padding is zeros: rescale the mean over T to one over n
+        power = power * (ref.shape[-1] / lengths.clamp(min=1).float()).unsqueeze(-1)
+    return (power <= floor).any(dim=-1)
 
 
 def ss_loss_terms(
-    est: Tensor, ref: Tensor, threshold: float | None = None
+    est: Tensor, ref: Tensor, threshold: float | None = None, lengths: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-utterance parts of the separation loss, for callers that reduce across processes.
 
@@ -117,21 +178,26 @@ def ss_loss_terms(
         ref: References, shape (B, C, T).
         threshold: SI-SNR in dB above which an utterance is left out (already separated well;
             30 dB in the paper's recipe); None keeps all.
+        lengths: Optional valid samples per utterance, shape (B,) integer, for zero-padded
+            batches of whole utterances: SI-SNR and the silence test cover only the valid part,
+            so each utterance scores (and gets gradients) as if alone. None: all T are valid.
 
     Returns:
         ``(sisnr, keep, silent)``, each shape (B,): the PIT SI-SNR (float32, attached to the
         graph), whether the utterance counts in the loss mean, and whether it was left out for
         a silent reference (:func:`silent_references`).
     """
-    best, _ = pit_si_snr(est, ref)
-    silent = silent_references(ref)
+    best, _ = pit_si_snr(est, ref, lengths=lengths)
+    silent = silent_references(ref, lengths=lengths)
     keep = ~silent
     if threshold is not None:
         keep = keep & (best.detach() <= threshold)
     return best, keep, silent
 
 
-def ss_loss(est: Tensor, ref: Tensor, threshold: float | None = None) -> Tensor:
+def ss_loss(
+    est: Tensor, ref: Tensor, threshold: float | None = None, lengths: Tensor | None = None
+) -> Tensor:
     """Separation loss: −mean over the kept utterances of the PIT SI-SNR.
 
     Utterances with a silent reference, and with ``threshold`` (the paper's recipe uses 30 dB)
@@ -142,16 +208,19 @@ def ss_loss(est: Tensor, ref: Tensor, threshold: float | None = None) -> Tensor:
         est: Estimates, shape (B, C, T).
         ref: References, shape (B, C, T).
         threshold: SI-SNR in dB above which an utterance is ignored; None keeps all.
+        lengths: Optional valid samples per utterance, shape (B,) (see :func:`ss_loss_terms`).
 
     Returns:
         float32 scalar.
     """
-    best, keep, _ = ss_loss_terms(est, ref, threshold)
+    best, keep, _ = ss_loss_terms(est, ref, threshold, lengths)
     total = torch.where(keep, best, torch.zeros_like(best)).sum()
     return -total / keep.sum().clamp(min=1)
 
 
-def se_loss(enhanced: Tensor, clean_latent: Tensor, reduction: str = "sum") -> Tensor:
+def se_loss(
+    enhanced: Tensor, clean_latent: Tensor, reduction: str = "sum", frames: Tensor | None = None
+) -> Tensor:
     """Latent-space enhancement loss MSE(w_e, Encoder(Σ sources)) (Hu et al. 2023, Eq. 2).
 
     ``"sum"`` sums the squared error over each utterance's latent (N·L elements), as the
@@ -164,6 +233,11 @@ def se_loss(enhanced: Tensor, clean_latent: Tensor, reduction: str = "sum") -> T
         clean_latent: Encoder output of the clean mixture, same shape.
         reduction: ``"sum"`` (per-utterance sum, batch mean) or ``"mean"`` (mean over all
             elements).
+        frames: Optional valid latent frames per utterance, shape (B,) integer
+            (:func:`latent_frames` of the sample lengths). Frames beyond are padding and left
+            out: ``"sum"`` sums each utterance's valid N·L_b elements, ``"mean"`` averages over
+            all valid elements of the batch. With every ``frames[b] == L`` the result is
+            bit-identical to ``frames=None``.
 
     Returns:
         float32 scalar.
@@ -174,7 +248,17 @@ def se_loss(enhanced: Tensor, clean_latent: Tensor, reduction: str = "sum") -> T
         raise ValueError(
             f"se_loss shapes differ: {tuple(enhanced.shape)} vs {tuple(clean_latent.shape)}"
         )
+    enhanced, clean_latent = enhanced.float(), clean_latent.float()
+    if frames is not None:
+        # Zero both sides beyond each utterance's frames: the padded tail then contributes
+        # exactly 0 (and no gradient); an all-ones mask multiplies by exactly 1.0.
+        mask = valid_mask(frames, enhanced.shape[-1]).unsqueeze(1)  # (B, 1, L)
+        enhanced, clean_latent = enhanced * mask, clean_latent * mask
     if reduction == "mean":
-        return F.mse_loss(enhanced.float(), clean_latent.float(), reduction="mean")
-    per_utt = (enhanced.float() - clean_latent.float()).square().flatten(1).sum(1)
+        loss = F.mse_loss(enhanced, clean_latent, reduction="mean")
+        if frames is not None:  # mean over B·L frames → mean over the valid ones
+            valid = frames.clamp(min=1, max=enhanced.shape[-1]).sum().float()
+            loss = loss * (enhanced.shape[0] * enhanced.shape[-1] / valid)
+        return loss
+    per_utt = (enhanced - clean_latent).square().flatten(1).sum(1)
     return per_utt.mean()
