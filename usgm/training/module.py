@@ -234,7 +234,12 @@ class SeparationModule(pl.LightningModule):
         w_e = enhanced.detach().requires_grad_(True)
         masks = self._stage("ss_masknet")(w_e)
         est = self.model.decode(w_e, masks, mix.shape[-1])
-        sisnr, keep, silent = ss_loss_terms(est, ref, self.hparams["loss"]["threshold"])
+        # Whole-utterance batches are zero-padded: the losses cover each item's valid part
+        # (`lengths`, on the device: no host sync); full lengths give the unpadded bits.
+        lengths = batch.get("lengths")
+        sisnr, keep, silent = ss_loss_terms(
+            est, ref, self.hparams["loss"]["threshold"], lengths=lengths
+        )
         counts = torch.stack((keep.sum(), silent.sum(), (~silent).sum())).float()
         if world > 1:  # the kept-utterance mean is the global one
             dist.all_reduce(counts)
@@ -260,7 +265,15 @@ class SeparationModule(pl.LightningModule):
             w = self.hparams["loss"]["se_weight"]
             clean_latent = self.model.encode(batch["mix_clean"])  # target branch not detached,
             # as in the paper's recipe: the encoder also learns an easy-to-reach clean latent.
-            l_se = se_loss(enhanced, clean_latent, reduction=self.hparams["loss"]["se_reduction"])
+            from usgm.losses import latent_frames  # the SE loss skips padded latent frames
+
+            enc = self.model.encoder
+            frames = (
+                None if lengths is None else latent_frames(lengths, enc.kernel_size, enc.stride)
+            )
+            l_se = se_loss(
+                enhanced, clean_latent, self.hparams["loss"]["se_reduction"], frames=frames
+            )
             info["loss_se"] = l_se.detach()
             if self.combiner.linear and not with_stats:
                 combined = self._grad([enhanced, w * l_se], shared, [g_w, torch.ones_like(l_se)])
