@@ -23,3 +23,58 @@ def test_train_throughput_smoke(tmp_path: Path) -> None:
     assert row["audio_s_per_s"] > 0 and row["method"] == "gm" and row["n_params"] > 0
     md = (out / "train_throughput.md").read_text().splitlines()[-1]
     assert md.startswith("| ") and "| usgm | gm | eager |" in md
+
+
+def test_inference_smoke(tmp_path: Path) -> None:
+    """The CLI smoke (usgm fp32 + bf16; --no-peer: the paper-size peer is ~10 s/audio-s on a CPU),
+    then the peer rows in-process with stand-in peers: one that separates, one out of memory."""
+    import importlib.util
+
+    import torch
+
+    out = tmp_path / "results"
+    script = BENCH / "inference.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--no-peer", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "inference.jsonl").read_text().splitlines()]
+    assert [(r["impl"], r["precision"]) for r in rows] == [("usgm", "32"), ("usgm", "bf16")]
+    assert all(r["rtf"] > 0 and r["batch_windows"] == 2 for r in rows)
+    assert rows[1]["si_snr_vs_fp32_db"] > 20  # tiny model: ~35 dB
+    md = (out / "inference.md").read_text().splitlines()
+    assert len(md) == 2 and "| usgm | bf16 | 2 s | 2 |" in md[1]
+
+    spec = importlib.util.spec_from_file_location("bench_inference", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    class Peer(torch.nn.Module):  # (B, T) → ((B, 2, T), latent), like SpeechBrainUnified
+        def forward(self, mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.stack([mix, -0.5 * mix], dim=1), mix
+
+    class OomPeer(torch.nn.Module):
+        def forward(self, mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if mix.shape[-1] > 8000:  # the warm-up (≤ 1 s) passes, the whole file does not
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB")
+            return torch.stack([mix, mix], dim=1), mix
+
+    from usgm.models import build_model
+    from usgm.models.presets import tiny_config
+
+    model = build_model(tiny_config(n_src=2)).eval()
+    args = (model, 8000, torch.device("cpu"), ["32", "bf16"], 2, 0.5, 0.1)
+    peer_rows = bench.measure_file(1.5, *args, Peer, tmp_path / "r2", {"device": "cpu"})
+    assert [(r["impl"], r["precision"]) for r in peer_rows][2:] == [
+        ("speechbrain", "32"),
+        ("speechbrain", "bf16"),
+    ]
+    assert peer_rows[2]["rtf"] > 0 and peer_rows[3]["si_snr_vs_fp32_db"] > 20
+    oom = bench.measure_file(1.5, *args[:3], ["32"], *args[4:], OomPeer, None, {"device": "cpu"})
+    assert oom[-1]["impl"] == "speechbrain" and oom[-1]["error"].startswith("out of memory")
+    assert "rtf" not in oom[-1] and "| speechbrain | 32 | 1.5 s | whole file | out of memory" in (
+        bench.markdown_row(oom[-1])
+    )
