@@ -37,8 +37,10 @@ from usgm.evaluation.export import ModelFileError, create_temp, load_model
 
 DEFAULT_WINDOW_S = 30.0
 DEFAULT_OVERLAP_S = 3.0
-#: Windows per model call when ``--batch-windows`` is not given: a GPU gains from batching
-#: (8 × 30 s at 8 kHz of the paper-size model fit in a few GiB), a CPU does not.
+#: Windows per model call when ``--batch-windows`` is not given. A GPU gains from filling its
+#: cores with several windows (one 30 s window of the paper-size model used 0.95 GiB on an H200;
+#: the value 8 is provisional until benchmarks/inference.py has measured speed and memory there);
+#: a CPU is already busy with one window, so batching would only add memory.
 DEFAULT_BATCH_WINDOWS = {"cuda": 8, "cpu": 1}
 PRECISIONS = ("32", "bf16")
 # Largest (input rate / g) × (model rate / g), g = gcd, that resampling accepts: torchaudio builds
