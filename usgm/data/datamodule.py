@@ -11,6 +11,8 @@ each index to the dataset as an :class:`ItemKey`, from which the item's crop, sp
 dynamic mixture are drawn. So every rank draws different items, the stream does not depend on the
 number of DataLoader workers, and :class:`ResumableDataLoader` can save and restore its position
 (epoch, batches consumed) in Lightning checkpoints: a resumed run continues the same stream.
+With ``batch_seconds`` (whole utterances batched by total duration) the sampler is the
+:class:`~usgm.data.bucketing.BucketBatchSampler` subclass, whose elements are whole batches.
 
 Batch (see the project spec), built by :func:`collate_batch`:
 
@@ -122,6 +124,10 @@ class LibriMixDataset(Dataset):
             seeded by ``seed``, the rank and the DataLoader's worker seed, so repeated requests
             differ.
         utterances: an already loaded (and validated) list; skips reading the metadata.
+        cap_to_utterance: whole-utterance training (``segment`` None) only: an item is never
+            longer than its index's utterance, also after speed perturbation (which can stretch
+            a source by 1/0.95) or dynamic mixing (which draws other files). The duration-
+            budgeted batches (``data.batch_seconds``) are planned from those lengths.
     """
 
     def __init__(
@@ -144,6 +150,7 @@ class LibriMixDataset(Dataset):
         limit: int | None = None,
         seed: int = 0,
         utterances: Sequence[Utterance] | None = None,
+        cap_to_utterance: bool = False,
     ) -> None:
         if short_policy not in SHORT_POLICIES:
             raise DataError(f"data.short_policy={short_policy!r} is not one of pad, drop")
@@ -168,6 +175,7 @@ class LibriMixDataset(Dataset):
         self.task = task
         self.train = train
         self.seed = seed
+        self.cap_to_utterance = bool(cap_to_utterance)
         self.segment = round(segment * sample_rate) if (train and segment is not None) else None
         min_len = self.segment if (self.segment and short_policy == "drop") else 0
         self.utterances = [u for u in utterances if u.length >= min_len]
@@ -207,7 +215,9 @@ class LibriMixDataset(Dataset):
         """The generator of one keyed draw: a pure function of ``(seed, epoch, rank, index)``."""
         return np.random.default_rng([self.seed, key.epoch, key.rank, key.index])
 
-    def __getitem__(self, index: int | ItemKey) -> Item:
+    def __getitem__(self, index: int | ItemKey | list[ItemKey]) -> Item | list[Item]:
+        if isinstance(index, list):  # a whole batch from BucketBatchSampler
+            return [self[i] for i in index]  # type: ignore[misc]
         if isinstance(index, ItemKey):
             key, index = index, index.index
         else:
@@ -217,7 +227,7 @@ class LibriMixDataset(Dataset):
             return self._whole(utt)
         rng = self.rng() if key is None else self.item_rng(key)
         if self.mixer is not None:
-            return self._dynamic_mix(rng)
+            return self._dynamic_mix(rng, utt.length if self.cap_to_utterance else None)
         if self.speed is not None:
             return self._perturbed(utt, rng)
         return self._crop(utt, rng)
@@ -263,11 +273,16 @@ class LibriMixDataset(Dataset):
         if self.task == "sep_noisy":
             assert utt.noise is not None
             noise = self._read(utt.noise, utt.length, start, n)
-        sources, mix_clean, mix = remix(self.speed(raw, factors), noise, self.segment)
+        cap = utt.length if (self.cap_to_utterance and self.segment is None) else self.segment
+        sources, mix_clean, mix = remix(self.speed(raw, factors), noise, cap)
         return self._item(mix, sources, mix_clean, utt.id)
 
-    def _dynamic_mix(self, rng: np.random.Generator) -> Item:
-        """A new mixture: random files, random windows, fresh LibriMix gains."""
+    def _dynamic_mix(self, rng: np.random.Generator, cap: int | None = None) -> Item:
+        """A new mixture: random files, random windows, fresh LibriMix gains.
+
+        ``cap`` (samples): longest result when training on whole utterances, see
+        ``cap_to_utterance``.
+        """
         assert self.mixer is not None
         picked, noise_ref = self.mixer.draw(rng)
         factors = self.speed.draw(self.n_src, rng) if self.speed else [1.0] * self.n_src
@@ -282,6 +297,8 @@ class LibriMixDataset(Dataset):
             t = min(t, noise_ref.length)
         if self.segment is not None:
             t = min(t, self.segment)
+        elif cap is not None:
+            t = min(t, cap)
         srcs = [s[:t].numpy() for s in raw]
         noise = None
         if noise_ref is not None:
@@ -336,20 +353,28 @@ class ResumableSampler(DistributedSampler):
         self._positioned = True
 
     def set_position(self, epoch: int, skip: int) -> None:
-        """The next iteration is ``epoch`` with its first ``skip`` samples left out (a resume)."""
+        """The next iteration is ``epoch`` with its first ``skip`` elements left out (a resume).
+
+        Elements are samples here and whole batches in the bucketing subclass.
+        """
         super().set_epoch(epoch)
         self._skip = max(0, int(skip))
         self._positioned = True
 
-    def __iter__(self) -> Iterator[ItemKey]:  # type: ignore[override]
+    def _start_iteration(self) -> tuple[int, int]:
+        """Begin an iteration: ``(epoch, elements to skip)`` (also kept as ``iter_*``)."""
         if not self._positioned:
-            super().set_epoch(self.epoch + 1)
+            DistributedSampler.set_epoch(self, self.epoch + 1)
             self._skip = 0
         self._positioned = False
         self.iter_epoch, self.iter_skip = self.epoch, self._skip
         self._skip = 0
-        indices = list(super().__iter__())[self.iter_skip :]
-        return iter([ItemKey(int(i), self.iter_epoch, self.rank) for i in indices])
+        return self.iter_epoch, self.iter_skip
+
+    def __iter__(self) -> Iterator[ItemKey]:  # type: ignore[override]
+        epoch, skip = self._start_iteration()
+        indices = list(super().__iter__())[skip:]
+        return iter([ItemKey(int(i), epoch, self.rank) for i in indices])
 
 
 class ResumableDataLoader(DataLoader):
@@ -410,7 +435,14 @@ class LibriMixDataModule(L.LightningDataModule):
         train_split, valid_split, test_split: split folder names.
         segment: training segment in seconds; None → whole utterances (the paper's recipe).
         short_policy: ``pad`` or ``drop`` training utterances shorter than ``segment``.
-        batch_size: training batch size.
+        batch_size: training batch size (with ``batch_seconds``: unused).
+        batch_seconds: whole-utterance training only (``segment`` None): form training batches
+            by total padded duration instead of a fixed size, from length buckets
+            (:class:`~usgm.data.bucketing.BucketBatchSampler`), each batch's
+            ``size × longest`` at most this many seconds. None: fixed ``batch_size``.
+        bucket_width: width of a length bucket in seconds (``batch_seconds`` only): items of
+            one bucket are shuffled between epochs; wider buckets vary batches more but pad
+            up to this much per item.
         eval_batch_size: dev/test batch size (whole utterances; 1 avoids padding).
         num_workers: DataLoader worker processes.
         speed_perturb: per-source 95/100/105 % speed perturbation in training.
@@ -436,6 +468,8 @@ class LibriMixDataModule(L.LightningDataModule):
         segment: float | None = 3.0,
         short_policy: str = "pad",
         batch_size: int = 4,
+        batch_seconds: float | None = None,
+        bucket_width: float = 0.5,
         eval_batch_size: int = 1,
         num_workers: int = 2,
         speed_perturb: bool = False,
@@ -454,7 +488,20 @@ class LibriMixDataModule(L.LightningDataModule):
         root = str(root)
         speed_factors = [float(f) for f in speed_factors]
         segment = None if segment is None else float(segment)
+        batch_seconds = None if batch_seconds is None else float(batch_seconds)
+        bucket_width = float(bucket_width)
         self.save_hyperparameters(logger=False)
+        if batch_seconds is not None:
+            if not batch_seconds > 0 or not bucket_width > 0:
+                raise DataError(
+                    f"data.batch_seconds={batch_seconds!r} and data.bucket_width="
+                    f"{bucket_width!r} must be > 0 seconds"
+                )
+            if segment is not None:
+                raise DataError(
+                    f"data.batch_seconds={batch_seconds} batches whole utterances: set "
+                    f"data.segment=null (it is {segment}), or use data.batch_size for segments"
+                )
         if short_policy not in SHORT_POLICIES:
             raise DataError(f"data.short_policy={short_policy!r} is not one of pad, drop")
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -472,6 +519,8 @@ class LibriMixDataModule(L.LightningDataModule):
         self.segment = segment
         self.short_policy = short_policy
         self.batch_size = int(batch_size)
+        self.batch_seconds = batch_seconds
+        self.bucket_width = bucket_width
         self.eval_batch_size = int(eval_batch_size)
         self.num_workers = int(num_workers)
         self.speed_perturb = bool(speed_perturb)
@@ -561,6 +610,7 @@ class LibriMixDataModule(L.LightningDataModule):
             dynamic_mixing=self.dynamic_mixing,
             seed=self.seed,
             utterances=self._load(split, limit),
+            cap_to_utterance=train and self.batch_seconds is not None,
         )
 
     def _world(self) -> tuple[int, int]:
@@ -584,8 +634,36 @@ class LibriMixDataModule(L.LightningDataModule):
                 num_workers=self.num_workers,
                 collate_fn=collate_batch,
                 pin_memory=self.pin_memory,
+                persistent_workers=self.num_workers > 0,
             )
         world_size, rank = self._world()
+        # Persistent workers: no respawn (and no re-import, re-opened files) every epoch. Safe
+        # because every random draw of a training item comes from its key, not worker state.
+        persistent = self.num_workers > 0
+        if self.batch_seconds is not None:
+            # Imported here: bucketing builds on this module's ResumableSampler.
+            from usgm.data.bucketing import BucketBatchSampler
+
+            batches = BucketBatchSampler(
+                dataset,
+                [u.length for u in dataset.utterances],  # items are capped to these
+                round(self.batch_seconds * self.sample_rate),
+                bucket_width=round(self.bucket_width * self.sample_rate),
+                num_replicas=world_size,
+                rank=rank,
+                seed=self.seed,
+            )
+            # The sampler's elements are whole batches (lists of keys): batch_size=None hands
+            # each list to the dataset as one index. Position counts batches (batch_size None).
+            return ResumableDataLoader(
+                dataset,
+                batch_size=None,
+                sampler=batches,
+                num_workers=self.num_workers,
+                collate_fn=collate_batch,
+                pin_memory=self.pin_memory,
+                persistent_workers=persistent,
+            )
         # The sampler owns the whole training stream (order and per-item draws), sharded by
         # rank; the loader makes its position part of Lightning's checkpoints.
         sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank, seed=self.seed)
@@ -597,7 +675,7 @@ class LibriMixDataModule(L.LightningDataModule):
             collate_fn=collate_batch,
             pin_memory=self.pin_memory,
             drop_last=False,
-            persistent_workers=False,
+            persistent_workers=persistent,
         )
 
     def _dataset_for(self, stage: str) -> LibriMixDataset | None:
