@@ -78,3 +78,22 @@ def test_inference_smoke(tmp_path: Path) -> None:
     assert "rtf" not in oom[-1] and "| speechbrain | 32 | 1.5 s | whole file | out of memory" in (
         bench.markdown_row(oom[-1])
     )
+
+
+def test_data_throughput_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "data_throughput.py"), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]  # e.g. worker shutdown at exit
+    rows = [json.loads(x) for x in (out / "data_throughput.jsonl").read_text().splitlines()]
+    assert [r["mode"] for r in rows] == ["speed", "speed+dm"]
+    for r in rows:
+        assert r["audio_s_per_s"] > 0 and r["workers"] == 1 and r["persistent_workers"]
+        assert r["epochs_crossed"] >= 1  # the tiny corpus makes the window span epochs
+    md = (out / "data_throughput.md").read_text().splitlines()
+    assert len(md) == 2 and md[1].startswith("| ") and "| speed+dm | 1 | 2 × 1 s |" in md[1]
