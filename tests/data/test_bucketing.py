@@ -72,6 +72,9 @@ def test_epochs_are_seeded_and_differ() -> None:
     second = [[k.index for k in batch] for batch in keys]
     assert second != first
     assert sorted(i for batch in second for i in batch) == list(range(len(lengths)))
+    # the same number of batches (and sizes) every epoch: Lightning reads len() once per fit
+    assert sorted(map(len, a.epoch_batches(7))) == sorted(map(len, a.epoch_batches(0)))
+    assert len({len(a.rank_batches(e)) for e in range(10)} | {len(a)}) == 1
     assert [[k.index for k in batch] for batch in _sampler(lengths, seed=6)] != first
 
 
@@ -217,3 +220,41 @@ def test_lightning_fit_with_duration_batches(libri2mix: Path, tmp_path: Path) ->
     expected = sum(len(loader.sampler.rank_batches(e)) for e in range(2))
     assert trainer.global_step == expected == len(model.sizes)
     assert sum(model.sizes) == 12 and max(model.sizes) > 1  # 6 utterances × 2 epochs
+
+
+@pytest.mark.parametrize("method", ["ss_only", "gm"])
+def test_training_step_losses_skip_padding(method: str) -> None:
+    """SeparationModule._gradients hands the batch lengths to the SS and SE losses."""
+    from usgm.losses import latent_frames, se_loss, ss_loss
+    from usgm.models.presets import tiny_config
+    from usgm.training.module import SeparationModule
+
+    torch.manual_seed(0)
+    module = SeparationModule(model=tiny_config(n_src=2), method=method, clip_grad_norm=None)
+    module.eval()  # no dropout: the reference below recomputes the same forward
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([800, 430])
+    sources = torch.randn(2, 2, 800, generator=g) * 0.1
+    sources[1, :, 430:] = 0  # zero padding, as collate_batch writes it
+    mix_clean = sources.sum(1)
+    mix = mix_clean + torch.randn(2, 800, generator=g) * 0.05 * (
+        torch.arange(800) < lengths[:, None]
+    )
+    batch = {"mix": mix, "sources": sources, "mix_clean": mix_clean, "lengths": lengths}
+    _, info = module._gradients(batch, with_stats=False)
+
+    model = module.model
+    with torch.no_grad():
+        enhanced = model.enhance(model.encode(mix))
+        est = model.decode(enhanced, model.separation_masks(enhanced), 800)
+        threshold = module.hparams["loss"]["threshold"]
+        want = ss_loss(est, sources, threshold, lengths=lengths)
+        torch.testing.assert_close(info["loss_ss"], want, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(info["loss_ss"], ss_loss(est, sources, threshold), atol=1e-3)
+        if method == "gm":
+            enc = model.encoder
+            frames = latent_frames(lengths, enc.kernel_size, enc.stride)
+            clean = model.encode(mix_clean)
+            red = module.hparams["loss"]["se_reduction"]
+            torch.testing.assert_close(info["loss_se"], se_loss(enhanced, clean, red, frames))
+            assert not torch.allclose(info["loss_se"], se_loss(enhanced, clean, red), rtol=1e-4)

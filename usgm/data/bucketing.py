@@ -36,10 +36,13 @@ def bucket_batches(
 ) -> list[list[int]]:
     """Pack indices into batches of similar length whose padded size fits ``max_samples``.
 
-    Indices are sorted by ``length // bucket_width`` (the bucket), in random order inside a
-    bucket (so the batches differ between epochs), then cut greedily: a batch grows while
-    ``(size + 1) × longest`` stays ≤ ``max_samples``. An utterance longer than ``max_samples``
-    forms a batch of its own (it must still be trained on).
+    Each length is rounded up to a multiple of ``bucket_width`` (its bucket). Indices are sorted
+    by bucket, in random order inside a bucket (so the batches differ between epochs), then cut
+    greedily on the rounded lengths: a batch grows while ``(size + 1) × longest`` stays
+    ≤ ``max_samples``. Items of one bucket are interchangeable for the budget, so the batch
+    sizes (and their number) do not depend on ``rng``: every epoch has the same number of
+    steps, which Lightning reads once per fit. An utterance longer than ``max_samples`` forms a
+    batch of its own (it must still be trained on).
 
     Args:
         lengths: samples per utterance, shape (N,).
@@ -58,14 +61,13 @@ def bucket_batches(
         raise DataError(f"bucket_batches: max_samples={max_samples} and bucket_width="
                         f"{bucket_width} must be >= 1")  # fmt: skip
     tie = rng.permutation(len(lengths)) if rng is not None else np.arange(len(lengths))
-    # lexsort: last key is primary → by bucket, then the random tie-break; within a bucket the
-    # longest decides the padding, so sort exactly by length inside it only when width is 1.
-    order = np.lexsort((tie, lengths // bucket_width))
+    rounded = -(-lengths // bucket_width) * bucket_width  # bucket ceiling ≥ the true length
+    order = np.lexsort((tie, rounded))  # last key is primary: by bucket, then the tie-break
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0
     for i in order.tolist():
-        n = int(lengths[i])
+        n = int(rounded[i])
         grown = max(longest, n)
         full = max_batch_size is not None and len(current) >= max_batch_size
         if current and (full or (len(current) + 1) * grown > max_samples):
@@ -118,6 +120,7 @@ class BucketBatchSampler(ResumableSampler):
         self.max_samples = int(max_samples)
         self.bucket_width = max(1, int(bucket_width))
         self.max_batch_size = max_batch_size
+        self._len: int | None = None
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """All ranks' batches of ``epoch`` (indices), in training order, before sharding."""
@@ -139,9 +142,10 @@ class BucketBatchSampler(ResumableSampler):
         return padded[self.rank :: self.num_replicas]
 
     def __len__(self) -> int:
-        # The number of batches depends on the epoch only through the random tie-break;
-        # Lightning reads len() for progress and schedules, so report this epoch's count.
-        return len(self.rank_batches(self.epoch))
+        # The same for every epoch (see bucket_batches), as Lightning reads it once per fit.
+        if self._len is None:
+            self._len = len(self.rank_batches(self.epoch))
+        return self._len
 
     def __iter__(self) -> Iterator[list[ItemKey]]:  # type: ignore[override]
         epoch, skip = self._start_iteration()
