@@ -124,12 +124,16 @@ class ReleasedGM(Combiner):
 
 
 def _gramian(g_ss: Sequence[Tensor], g_se: Sequence[Tensor]) -> Tensor:
-    """2 × 2 Gramian [[‖a‖², a·b], [a·b, ‖b‖²]] of the flattened shared gradients (float64, CPU)."""
-    dots = torch.zeros(3, dtype=torch.float32, device=g_ss[0].device)
+    """2 × 2 Gramian [[‖a‖², a·b], [a·b, ‖b‖²]] of the flattened shared gradients (float64, CPU).
+
+    Accumulated in float64: squared norms of large gradients overflow float32, and tiny ones
+    underflow it.
+    """
+    dots = torch.zeros(3, dtype=torch.float64, device=g_ss[0].device)
     for a, b in zip(g_ss, g_se, strict=True):
-        a32, b32 = a.reshape(-1).float(), b.reshape(-1).float()
-        dots += torch.stack((a32 @ a32, a32 @ b32, b32 @ b32))
-    aa, ab, bb = dots.double().cpu().tolist()  # the QP solvers run on the host
+        a64, b64 = a.reshape(-1).double(), b.reshape(-1).double()
+        dots += torch.stack((a64 @ a64, a64 @ b64, b64 @ b64))
+    aa, ab, bb = dots.cpu().tolist()  # the QP solvers run on the host
     return torch.tensor([[aa, ab], [ab, bb]], dtype=torch.float64)
 
 
@@ -151,7 +155,8 @@ class TorchJDCombiner(Combiner):
         if gram[0, 0] == 0 and gram[1, 1] == 0:
             weights = torch.ones(2, dtype=torch.float64)  # both zero: nothing to weigh
         else:
-            weights = self.weighting(gram)
+            with torch.random.fork_rng(devices=[]):  # PCGrad's weighting draws a permutation:
+                weights = self.weighting(gram)  # keep the run's random stream unchanged
         w_ss, w_se = (float(w) for w in weights)
         combined = [w_ss * a + w_se * b for a, b in zip(g_ss, g_se, strict=True)]
         stats = gm_stats(list(g_se), list(g_ss), groups) if with_stats else {}

@@ -43,7 +43,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from usgm.gm import Combiner, build_combiner
-from usgm.losses import pit_si_snr, se_loss, si_snr, ss_loss_terms
+from usgm.losses import latent_frames, pit_si_snr, se_loss, si_snr, ss_loss_terms
 from usgm.models import build_model
 from usgm.training import optim
 
@@ -56,6 +56,9 @@ METHODS: dict[str, str | None] = {
     "pcgrad": "pcgrad",
     "upgrad": "upgrad",
 }
+
+#: Optimizers whose fused kernels honour ``found_inf`` with zero-initialised state.
+_FOUND_INF_SAFE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.Adagrad)
 
 DEFAULT_LOSS: dict[str, Any] = {"se_weight": 0.1, "se_reduction": "sum", "threshold": None}
 
@@ -156,8 +159,12 @@ class SeparationModule(pl.LightningModule):
         self.combiner: Combiner | None = None if name is None else build_combiner(name)
         # Compiled training callables, kept out of the module tree (state_dict keys unchanged).
         self._compiled: dict[str, Any] = {}
-        self._bad_run: Tensor | None = None  # consecutive skipped steps (device)
-        self._bad_total: Tensor | None = None  # skipped steps since the start of this fit
+        # Step counters on the device (no per-step host sync): consecutive non-finite steps,
+        # their longest streak since the last check, totals of non-finite and empty steps.
+        self._bad_run: Tensor | None = None
+        self._bad_max: Tensor | None = None
+        self._bad_total: Tensor | None = None
+        self._empty_total: Tensor | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -175,9 +182,11 @@ class SeparationModule(pl.LightningModule):
         if not self.hparams["compile"]:
             return module
         if name not in self._compiled:
-            if name == "se_masknet" and self.combiner is not None and not self.combiner.linear:
-                # The SE graph is differentiated twice (g_SE, then g_SS through w_e): a compiled
-                # backward must not donate its saved buffers to the first call.
+            if self.combiner is not None:
+                # The SE graph is differentiated twice whenever the two task gradients are taken
+                # apart (g_SE, then g_SS through w_e; for `sum` on logging steps): a compiled
+                # backward must not donate its saved buffers to the first call. The flag is read
+                # at compile and at backward time, so it is set for the whole process.
                 torch._functorch.config.donated_buffer = False
             self._compiled[name] = torch.compile(module)
         return self._compiled[name]
@@ -265,9 +274,7 @@ class SeparationModule(pl.LightningModule):
             w = self.hparams["loss"]["se_weight"]
             clean_latent = self.model.encode(batch["mix_clean"])  # target branch not detached,
             # as in the paper's recipe: the encoder also learns an easy-to-reach clean latent.
-            from usgm.losses import latent_frames  # the SE loss skips padded latent frames
-
-            enc = self.model.encoder
+            enc = self.model.encoder  # the SE loss skips padded latent frames
             frames = (
                 None if lengths is None else latent_frames(lengths, enc.kernel_size, enc.stride)
             )
@@ -307,7 +314,9 @@ class SeparationModule(pl.LightningModule):
         params = [*shared, *separation]
         norm = torch.nn.utils.get_total_norm(grads, foreach=True)
         # NaN/Inf anywhere on any rank reaches every rank through the all-reduce.
-        info["skip"] = ~torch.isfinite(norm) | (n_keep == 0)
+        info["nonfinite"] = ~torch.isfinite(norm)
+        info["empty"] = n_keep == 0  # every utterance above the threshold or silent
+        info["skip"] = info["nonfinite"] | info["empty"]
         info["grad_norm"] = norm
         info["loss_ss"] = -scalars[0] * world / n_keep.clamp(min=1)
         info["si_snr"] = scalars[1] * world / counts[2].clamp(min=1)
@@ -335,19 +344,22 @@ class SeparationModule(pl.LightningModule):
                 [p for p, _ in pairs], clip, info["grad_norm"], foreach=True
             )
         self._step(opt, info["skip"])
-        self._count_bad_steps(info["skip"], check=log_now)
+        self._count_bad_steps(info["nonfinite"], info["empty"], check=log_now)
         if log_now:
             self._log_train(info, batch["mix"].shape[0])
 
     def _step(self, opt, skip: Tensor) -> None:
         """``opt.step()`` unless ``skip``: on the device for fused optimizers, else on the host."""
         inner = opt.optimizer
-        if inner.defaults.get("fused"):
-            # Fused kernels (Adam, AdamW, SGD) leave parameters, moments and step counts
-            # untouched where found_inf is non-zero: no host synchronisation.
+        if inner.defaults.get("fused") and isinstance(inner, _FOUND_INF_SAFE):
+            # Their fused kernels leave parameters, zero-initialised moments and step counts
+            # untouched where found_inf is non-zero: no host synchronisation. (Fused SGD is not
+            # in the list: a skipped first step would keep uninitialised momentum buffers.)
             inner.found_inf = skip.float()
-            opt.step()
-            inner.found_inf = None
+            try:
+                opt.step()
+            finally:
+                inner.found_inf = None
             return
         if bool(skip):  # host decision (free on the CPU; one sync a step on the GPU)
             for group in inner.param_groups:
@@ -355,20 +367,35 @@ class SeparationModule(pl.LightningModule):
                     p.grad = None  # torch optimizers leave gradient-less parameters alone
         opt.step()  # still counts as a step for Lightning (max_steps, schedules)
 
-    def _count_bad_steps(self, skip: Tensor, check: bool) -> None:
-        """Count skipped steps; stop after ``max_bad_steps`` in a row (checked on log steps)."""
-        bad = skip.float()
+    def _count_bad_steps(self, nonfinite: Tensor, empty: Tensor, check: bool) -> None:
+        """Count skipped steps; stop after ``max_bad_steps`` non-finite ones in a row.
+
+        On the GPU the streak is read on logging steps and at epoch ends only (no per-step host
+        sync); a running maximum keeps a streak that ended between two reads.
+        """
+        bad = nonfinite.float()
         if self._bad_run is None or self._bad_run.device != bad.device:
-            self._bad_run, self._bad_total = torch.zeros_like(bad), torch.zeros_like(bad)
+            zero = torch.zeros_like(bad)
+            self._bad_run, self._bad_max, self._bad_total, self._empty_total = (zero,) * 4
         self._bad_run = (self._bad_run + bad) * bad  # resets to 0 on a good step
+        self._bad_max = torch.maximum(self._bad_max, self._bad_run)
         self._bad_total = self._bad_total + bad
+        self._empty_total = self._empty_total + empty.float()
+        if check or bad.device.type == "cpu":
+            self._check_bad_steps()
+
+    def _check_bad_steps(self) -> None:
+        if self._bad_max is None:
+            return
         limit = self.hparams["max_bad_steps"]
-        if (check or bad.device.type == "cpu") and int(self._bad_run) >= limit:
+        worst = int(self._bad_max)
+        self._bad_max = self._bad_run.clone()
+        if worst >= limit:
             raise NonFiniteTrainingError(
-                f"training stopped at step {self.global_step}: {int(self._bad_run)} consecutive "
-                "steps had a non-finite loss or gradient (or no utterance to learn from) and "
-                "were skipped; check the data and lower model.optimizer.lr (the limit is "
-                "model.max_bad_steps). The weights were not changed by those steps."
+                f"training stopped at step {self.global_step}: {worst} consecutive steps had a "
+                "non-finite loss or gradient and were skipped; check the data and lower "
+                "model.optimizer.lr (the limit is model.max_bad_steps). The weights were not "
+                "changed by those steps."
             )
 
     def _log_train(self, info: Mapping[str, Tensor], batch_size: int) -> None:
@@ -379,6 +406,7 @@ class SeparationModule(pl.LightningModule):
             self.log("train/loss_se", info["loss_se"], **log)
         self.log("train/grad_norm", info["grad_norm"], **log)
         self.log("train/skipped_steps", self._bad_total, **log)
+        self.log("train/empty_steps", self._empty_total, **log)
         self.log("train/silent_refs", info["silent"], **log)
         self.log("train/lr", self.optimizers().optimizer.param_groups[0]["lr"], **log)
         for key, value in info.items():
@@ -435,6 +463,7 @@ class SeparationModule(pl.LightningModule):
             sched.step(float(metric))
 
     def on_train_epoch_end(self) -> None:
+        self._check_bad_steps()
         sched = self.lr_schedulers()
         if sched is None or isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
             return

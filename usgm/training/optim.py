@@ -66,7 +66,12 @@ def build_optimizer(
     params = list(params)
     factory = _partial(cfg, key)
     kwargs: dict[str, Any] = {}
-    if cfg.get("fused") is None and "fused" in inspect.signature(factory.func).parameters:
+    automatic = not (cfg.get("foreach") or cfg.get("differentiable"))  # both exclude fused
+    if (
+        automatic
+        and cfg.get("fused") is None
+        and "fused" in inspect.signature(factory.func).parameters
+    ):
         kwargs["fused"] = (bool(params) and all(p.is_cuda for p in params)) or None
     try:
         return factory(params, **kwargs)
