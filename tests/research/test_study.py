@@ -68,3 +68,57 @@ def test_study_chain_and_rerun_skips_finished_runs(tmp_path: Path, speech_dir: P
     for r in runs:
         assert (r / "driver.out").read_text().count("=== ") == 1
         assert (r / "results.json").stat().st_mtime_ns == stamps[r]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="bash script for the Linux device machine")
+def test_run_stopped_at_the_deadline_resumes_from_its_last_checkpoint(
+    tmp_path: Path, speech_dir: Path
+) -> None:
+    run = tmp_path / "sweep" / "gm_s1"
+    env = {
+        **os.environ,
+        "STUDY_TINY": "1",
+        "STUDY_NO_INSTALL": "1",
+        "PYTHON": sys.executable,
+        "USGM_STUDY_DIR": str(tmp_path / "sweep"),
+        "STUDY_DATA": str(tmp_path / "data"),
+        "OUT": str(tmp_path / "out"),
+        "USGM_CACHE": str(tmp_path / "cache"),
+        "REC_DIR": str(tmp_path / "no_rec"),
+        "METHODS": "gm",
+        "SEEDS": "1",
+        "MIN_START_S": "1",
+        "EVAL_TEST": "0",
+        "MIX_DIR": str(tmp_path / "mix"),
+        "REAL_SMOKE_SPEECH": str(speech_dir),
+    }
+    # Call 1: far more steps than the deadline allows → SIGTERM, last.ckpt, no results.json.
+    r = subprocess.run(
+        ["bash", str(SCRIPT), "train"],
+        env={
+            **env,
+            "DEADLINE_S": "25",
+            "STUDY_OVERRIDES": "data.generate.recorded_fraction=0 trainer.max_steps=100000",
+        },
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "gm seed 1: stopped at the deadline" in r.stdout
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert not (run / "results.json").exists()
+    # Call 2 (a budget the checkpoint already passed, so it ends at once): resumes from its own
+    # last.ckpt, finishes, and is evaluated.
+    r = subprocess.run(
+        ["bash", str(SCRIPT), "all"],
+        env={**env, "STUDY_OVERRIDES": "data.generate.recorded_fraction=0 trainer.max_steps=1"},
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = (run / "driver.out").read_text()
+    assert "ckpt_path=last: resuming from" in out and str(run / "checkpoints" / "last.ckpt") in out
+    assert (run / "results.json").is_file()
+    assert (run / "eval" / "real2mix_dev" / "final_metrics.json").is_file()
