@@ -157,6 +157,7 @@ class SeparationModule(pl.LightningModule):
         self.model = build_model(model)
         name = METHODS[method]
         self.combiner: Combiner | None = None if name is None else build_combiner(name)
+        self._param_roles: tuple[list[Tensor], list[str], list[Tensor]] | None = None
         # Compiled training callables, kept out of the module tree (state_dict keys unchanged).
         self._compiled: dict[str, Any] = {}
         # Step counters on the device (no per-step host sync): consecutive non-finite steps,
@@ -215,6 +216,20 @@ class SeparationModule(pl.LightningModule):
             for f, t in zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)
         ]
 
+    def _roles(self) -> tuple[list[Tensor], list[str], list[Tensor]]:
+        """Trainable shared parameters, their module labels, trainable separation parameters.
+
+        Built once (the network's parameters do not change during training), not every step.
+        """
+        if self._param_roles is None:
+            named = [(n, p) for n, p in self.model.shared_parameters() if p.requires_grad]
+            self._param_roles = (
+                [p for _, p in named],
+                ["se" if n.startswith("se_masknet.") else "encoder" for n, _ in named],
+                [p for _, p in self.model.separation_parameters() if p.requires_grad],
+            )
+        return self._param_roles
+
     def _gradients(
         self, batch: Mapping[str, Any], with_stats: bool
     ) -> tuple[list[tuple[Tensor, Tensor]], dict[str, Tensor]]:
@@ -226,13 +241,7 @@ class SeparationModule(pl.LightningModule):
             ``silent`` (utterances left out for a silent reference), GM telemetry if asked.
         """
         mix, ref = batch["mix"], batch["sources"]
-        shared = [p for _, p in self.model.shared_parameters() if p.requires_grad]
-        groups = [
-            "se" if n.startswith("se_masknet.") else "encoder"
-            for n, p in self.model.shared_parameters()
-            if p.requires_grad
-        ]
-        separation = [p for _, p in self.model.separation_parameters() if p.requires_grad]
+        shared, groups, separation = self._roles()
         world = _world_size()
 
         # 1. Shared graph: encoder and SE mask net.
