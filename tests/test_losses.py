@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchmetrics.functional.audio import scale_invariant_signal_noise_ratio
 
-from usgm.losses import latent_frames, pit_si_snr, se_loss, si_snr, silent_references, ss_loss
+from usgm.losses import pit_si_snr, se_loss, si_snr, silent_references, ss_loss
 
 
 def _si_snr_numpy(est: np.ndarray, ref: np.ndarray) -> float:
@@ -261,17 +261,18 @@ def test_se_loss_padded_frames_equal_unpadded(reduction: str) -> None:
     assert torch.equal(se_loss(enh_b, clean_b, reduction), se_loss(enh_b, clean_b, reduction, full))
 
 
-def test_latent_frames_matches_n_frames_and_encoder() -> None:
+def test_latent_frames_of_lengths_and_encoder() -> None:
     from usgm.models.encoder import Encoder, n_frames
 
     lengths = torch.tensor([1, 15, 16, 17, 24, 25, 1000, 1003])
-    got = latent_frames(lengths, 16, 8)
-    assert got.tolist() == [n_frames(int(n), 16, 8) for n in lengths]
+    got = n_frames(lengths, 16, 8)
+    # hand-counted: max(1, ceil((T - 16) / 8) + 1)
+    assert got.tolist() == [1, 1, 1, 2, 2, 3, 124, 125]
     # the valid frames of a zero-padded batch's latent are those of the utterance alone
     enc = Encoder(4, 16, 8)
     x = torch.randn(1, 1003)
     alone = enc(x[:, :203])
     padded = enc(torch.nn.functional.pad(x[:, :203], (0, 800)))
-    f = int(latent_frames(torch.tensor([203]), 16, 8)[0])
+    f = int(n_frames(torch.tensor([203]), 16, 8)[0])
     assert alone.shape[-1] == f
     torch.testing.assert_close(padded[..., :f], alone)

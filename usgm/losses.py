@@ -35,26 +35,6 @@ def valid_mask(lengths: Tensor, total: int) -> Tensor:
     return (positions < lengths.unsqueeze(-1)).float()
 
 
-def latent_frames(lengths: Tensor, kernel_size: int, stride: int) -> Tensor:
-    """Encoder frames that cover each utterance's valid samples (tensor form of ``n_frames``).
-
-    Same formula as :func:`usgm.models.encoder.n_frames`, elementwise on the device (no host
-    sync). Because padding is zeros and the encoder right-pads with zeros, the first
-    ``frames[b]`` frames of a padded batch's latent equal the latent of utterance b alone.
-
-    Args:
-        lengths: Valid samples per utterance, shape (B,) integer.
-        kernel_size: Encoder filter length.
-        stride: Encoder hop.
-
-    Returns:
-        int64, shape (B,): ``max(1, ceil((T_b − kernel_size) / stride) + 1)``.
-    """
-    lengths = lengths.long()
-    frames = torch.div(lengths - kernel_size + stride - 1, stride, rounding_mode="floor") + 1
-    return torch.where(lengths <= kernel_size, torch.ones_like(frames), frames)
-
-
 def si_snr(est: Tensor, ref: Tensor, eps: float = 1e-8, mask: Tensor | None = None) -> Tensor:
     """Scale-invariant SNR in dB along the last dim (inputs are made zero-mean first).
 
@@ -234,7 +214,7 @@ def se_loss(
         reduction: ``"sum"`` (per-utterance sum, batch mean) or ``"mean"`` (mean over all
             elements).
         frames: Optional valid latent frames per utterance, shape (B,) integer
-            (:func:`latent_frames` of the sample lengths). Frames beyond are padding and left
+            (:func:`usgm.models.encoder.n_frames` of the sample lengths). Frames beyond are padding and left
             out: ``"sum"`` sums each utterance's valid N·L_b elements, ``"mean"`` averages over
             all valid elements of the batch. With every ``frames[b] == L`` the result is
             bit-identical to ``frames=None``.

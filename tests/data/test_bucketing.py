@@ -225,7 +225,8 @@ def test_lightning_fit_with_duration_batches(libri2mix: Path, tmp_path: Path) ->
 @pytest.mark.parametrize("method", ["ss_only", "gm"])
 def test_training_step_losses_skip_padding(method: str) -> None:
     """SeparationModule._gradients hands the batch lengths to the SS and SE losses."""
-    from usgm.losses import latent_frames, se_loss, ss_loss
+    from usgm.losses import se_loss, ss_loss
+    from usgm.models.encoder import n_frames
     from usgm.models.presets import tiny_config
     from usgm.training.module import SeparationModule
 
@@ -253,7 +254,7 @@ def test_training_step_losses_skip_padding(method: str) -> None:
         assert not torch.allclose(info["loss_ss"], ss_loss(est, sources, threshold), atol=1e-3)
         if method == "gm":
             enc = model.encoder
-            frames = latent_frames(lengths, enc.kernel_size, enc.stride)
+            frames = n_frames(lengths, enc.kernel_size, enc.stride)
             clean = model.encode(mix_clean)
             red = module.hparams["loss"]["se_reduction"]
             torch.testing.assert_close(info["loss_se"], se_loss(enhanced, clean, red, frames))

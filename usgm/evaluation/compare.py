@@ -83,6 +83,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from usgm.evaluation.report import column_stats
+
 REFERENCE = "ss_only"
 # Known methods first, in the paper's order; any other method string follows alphabetically.
 METHOD_ORDER = ("ss_only", "mtl", "gm", "gm_released")
@@ -186,13 +188,6 @@ class Row:
 
 
 # --------------------------------------------------------------------------------- statistics
-def t_quantile(df: int) -> float:
-    """Two-sided 95 % quantile of Student's t with ``df`` degrees of freedom."""
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, df))
-
-
 def t_interval(values: Sequence[float]) -> Interval:
     """Mean and 95 % Student-t interval of ``values`` (no interval with fewer than 2).
 
@@ -202,15 +197,8 @@ def t_interval(values: Sequence[float]) -> Interval:
     Returns:
         :class:`Interval`; ``mean`` None when ``values`` is empty.
     """
-    x = np.asarray(values, dtype=np.float64)
-    n = int(x.size)
-    if n == 0:
-        return Interval(None, None, None, 0)
-    mean = float(x.mean())
-    if n < 2:
-        return Interval(mean, None, None, n)
-    half = t_quantile(n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n)
+    stats = column_stats(values)  # the interval of the evaluation reports
+    return Interval(stats["mean"], stats["ci95_low"], stats["ci95_high"], stats["n"])
 
 
 def paired_difference(values: Mapping[Any, float], reference: Mapping[Any, float]) -> Interval:

@@ -392,12 +392,14 @@ def separate_file(
             )
         with sf.SoundFile(str(path)) as src:
             pos = 0
+            src_is_float = src.subtype in FLOAT_SUBTYPES
 
             def read(k: int) -> Tensor:
                 nonlocal pos
                 block = src.read(k, dtype="float32", always_2d=True)
                 # check_audio scans float files up front; this also covers callers that skip it.
-                problem = sample_problem(block, pos)
+                # Integer PCM cannot hold NaN/Inf or out-of-range values: nothing to scan.
+                problem = sample_problem(block, pos) if src_is_float else None
                 if problem:
                     raise AudioInputError(f"{path}: {problem}")
                 pos += len(block)

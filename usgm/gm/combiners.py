@@ -58,6 +58,8 @@ class Combiner(ABC):
     #: True when the result is always g_SS + g_SE: the step may then skip computing the two
     #: gradients separately and run one backward of the weighted loss sum.
     linear: ClassVar[bool] = False
+    #: True when the result does not depend on g_SE: the step then never computes it.
+    ignores_se: ClassVar[bool] = False
 
     @abstractmethod
     def combine(
@@ -117,6 +119,7 @@ class ReleasedGM(Combiner):
     """
 
     name = "gm_released"
+    ignores_se = True
 
     def combine(self, g_ss, g_se, groups, with_stats=False):
         stats = gm_stats(list(g_ss), list(g_ss), groups) if with_stats else {}

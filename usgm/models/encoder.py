@@ -7,21 +7,27 @@ unified network of Hu et al. (2023, arXiv 2302.11131) shares one decoder between
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def n_frames(n_samples: int, kernel_size: int, stride: int) -> int:
+def n_frames(n_samples: int | Tensor, kernel_size: int, stride: int) -> int | Tensor:
     """Number of encoder frames needed so that every one of ``n_samples`` samples is covered.
 
     Args:
-        n_samples: Input length T (≥ 1).
+        n_samples: Input length T (≥ 1), or a tensor of lengths (elementwise on its device, no
+            host sync: the latent frames of each item of a zero-padded batch).
         kernel_size: Filter length.
         stride: Hop between frames.
 
     Returns:
-        L = max(1, ceil((T − kernel_size) / stride) + 1).
+        L = max(1, ceil((T − kernel_size) / stride) + 1); int64 of the same shape for a tensor.
     """
+    if isinstance(n_samples, Tensor):
+        t = n_samples.long()
+        frames = torch.div(t - kernel_size + stride - 1, stride, rounding_mode="floor") + 1
+        return frames.clamp(min=1)
     if n_samples <= kernel_size:
         return 1
     return -(-(n_samples - kernel_size) // stride) + 1

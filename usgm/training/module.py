@@ -43,8 +43,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from usgm.gm import Combiner, build_combiner
-from usgm.losses import latent_frames, pit_si_snr, se_loss, si_snr, ss_loss_terms
+from usgm.losses import pit_si_snr, se_loss, si_snr, ss_loss_terms
 from usgm.models import build_model
+from usgm.models.encoder import n_frames
 from usgm.training import optim
 
 #: ``model.method`` → gradient combiner (None: no SE module, nothing to combine).
@@ -284,15 +285,15 @@ class SeparationModule(pl.LightningModule):
             clean_latent = self.model.encode(batch["mix_clean"])  # target branch not detached,
             # as in the paper's recipe: the encoder also learns an easy-to-reach clean latent.
             enc = self.model.encoder  # the SE loss skips padded latent frames
-            frames = (
-                None if lengths is None else latent_frames(lengths, enc.kernel_size, enc.stride)
-            )
+            frames = None if lengths is None else n_frames(lengths, enc.kernel_size, enc.stride)
             l_se = se_loss(
                 enhanced, clean_latent, self.hparams["loss"]["se_reduction"], frames=frames
             )
             info["loss_se"] = l_se.detach()
             if self.combiner.linear and not with_stats:
                 combined = self._grad([enhanced, w * l_se], shared, [g_w, torch.ones_like(l_se)])
+            elif self.combiner.ignores_se and not with_stats:  # gm_released: 2·g_SS, exactly
+                combined = self._grad(enhanced, shared, 2.0 * g_w)
             else:
                 g_se = self._grad(w * l_se, shared, None, retain=True)
                 g_ss = self._grad(enhanced, shared, g_w)
@@ -427,7 +428,8 @@ class SeparationModule(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Never write non-finite weights (a skipped step cannot make them, an overflow could)."""
-        if not all(bool(torch.isfinite(p).all()) for p in self.parameters()):
+        finite = torch.stack([torch.isfinite(p).all() for p in self.parameters()])
+        if not bool(finite.all()):  # one host sync, not one per tensor
             raise NonFiniteTrainingError(
                 "refusing to write a checkpoint: the model weights are not finite"
             )
