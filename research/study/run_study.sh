@@ -180,7 +180,11 @@ eval_all() {
     while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do wait -n; done
     if [ "$(left "$((CALL_LIMIT - 30))")" -lt 30 ]; then say "no time left to evaluate more"; break; fi
     say "evaluating $(basename "$dir")"
-    eval_one "$dir" &
+    if [ ! -f "$MIX_DIR/real2mix_dev/manifest.json" ] && [ -n "${REAL_SMOKE_SPEECH:-}" ]; then
+      eval_one "$dir"  # the first evaluation builds the stand-in set: never two builders at once
+    else
+      eval_one "$dir" &
+    fi
   done
   wait
 }

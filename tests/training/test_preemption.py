@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,16 +114,24 @@ def test_sigterm_saves_and_resume_continues_the_same_stream(tiny_2mix: Path, tmp
     assert after == expected  # same batches, same crops, same weights: the same losses
 
 
-def test_external_sigterm_mid_training(tiny_2mix: Path, tmp_path: Path) -> None:
-    """A SIGTERM from outside (as a scheduler sends) at an arbitrary moment."""
+@pytest.mark.parametrize("whole_group", [False, True], ids=["main-process", "process-group"])
+def test_external_sigterm_mid_training(tiny_2mix: Path, tmp_path: Path, whole_group: bool) -> None:
+    """A SIGTERM from outside (as a scheduler sends) at an arbitrary moment.
+
+    ``process-group``: with DataLoader workers, the signal goes to every process of the group,
+    as SLURM (all processes of a job step) and coreutils ``timeout`` send it. A worker killed by
+    it must not turn the stop into a crash before the checkpoint is saved.
+    """
     run = tmp_path / "run"
+    extra = ["data.num_workers=2"] if whole_group else []
     proc = subprocess.Popen(
-        _cmd(tiny_2mix, run, "trainer.max_steps=100000"),
+        _cmd(tiny_2mix, run, "trainer.max_steps=100000", *extra),
         cwd=tmp_path,
         env=_env(tmp_path),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=whole_group,  # its own process group, which the test then signals
     )
     metrics = run / "csv" / "metrics.csv"
     try:
@@ -132,7 +141,11 @@ def test_external_sigterm_mid_training(tiny_2mix: Path, tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, proc.stderr.read()[-3000:]
-        proc.send_signal(signal.SIGTERM)
+        if whole_group:
+            time.sleep(0.5)  # the workers are up by now (rows were logged)
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()

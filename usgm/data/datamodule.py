@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -377,6 +378,23 @@ class ResumableSampler(DistributedSampler):
         return iter([ItemKey(int(i), epoch, self.rank) for i in indices])
 
 
+def worker_ignores_sigterm(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: leave SIGTERM to the main process.
+
+    Schedulers signal a whole process group (SLURM every process of a job step, coreutils
+    ``timeout`` its child's group). A worker killed by that SIGTERM makes the main process raise
+    "DataLoader worker ... is killed by signal" at once, before the training loop reaches the
+    batch boundary where it saves the SIGTERM checkpoint. Ignoring it in the workers lets the
+    main process stop cleanly; workers still end with it (the loader's shutdown, or their
+    parent-death watchdog), and SIGKILL still ends them.
+
+    Args:
+        worker_id: the worker's index (unused).
+    """
+    del worker_id
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class ResumableDataLoader(DataLoader):
     """A DataLoader whose position in its :class:`ResumableSampler` stream is checkpointable.
 
@@ -635,6 +653,7 @@ class LibriMixDataModule(L.LightningDataModule):
                 collate_fn=collate_batch,
                 pin_memory=self.pin_memory,
                 persistent_workers=self.num_workers > 0,
+                worker_init_fn=worker_ignores_sigterm,
             )
         world_size, rank = self._world()
         # Persistent workers: no respawn (and no re-import, re-opened files) every epoch. Safe
@@ -663,6 +682,7 @@ class LibriMixDataModule(L.LightningDataModule):
                 collate_fn=collate_batch,
                 pin_memory=self.pin_memory,
                 persistent_workers=persistent,
+                worker_init_fn=worker_ignores_sigterm,
             )
         # The sampler owns the whole training stream (order and per-item draws), sharded by
         # rank; the loader makes its position part of Lightning's checkpoints.
@@ -676,6 +696,7 @@ class LibriMixDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             drop_last=False,
             persistent_workers=persistent,
+            worker_init_fn=worker_ignores_sigterm,
         )
 
     def _dataset_for(self, stage: str) -> LibriMixDataset | None:
