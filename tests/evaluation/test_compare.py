@@ -393,6 +393,20 @@ def test_same_seed_twice_counts_once(tmp_path: Path) -> None:
     )
 
 
+def test_a_run_missing_a_set_is_named(tmp_path: Path) -> None:
+    """Seed 1 evaluated on test only, seed 2 on test and real: real's n is 1, and a note says why."""
+    for m in ("ss_only", "gm"):
+        make_run(tmp_path / f"{m}_s1", m, 1, evals={"test": (10.0, 10.0)})
+        make_run(tmp_path / f"{m}_s2", m, 2, evals={"test": (11.0, 11.0), "real": (1.0, 1.0)})
+    runs, _ = compare.collect([tmp_path])
+    rows = compare.summarize(runs)
+    assert _row(rows, "real", "gm").n["si_snri"] == 1 and _row(rows, "test", "gm").n["si_snri"] == 2
+    notes = compare.consistency_notes(runs)
+    for m in ("ss_only", "gm"):
+        assert f"{m}: 1 complete run(s) not scored on real (seed 1): left out" in " ".join(notes)
+    assert not any("not scored on test" in n for n in notes)
+
+
 def test_curves_on_a_common_grid() -> None:
     """Curves that stop at different steps: interpolated on the union of steps, NaN past the end."""
     a = (np.array([0.0, 10.0, 20.0]), np.array([0.0, 1.0, 2.0]))

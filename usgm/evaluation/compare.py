@@ -607,8 +607,9 @@ def consistency_notes(runs: Sequence[Run], by: Sequence[str] = ()) -> list[str]:
     """Warnings about what would make the comparison unfair or ambiguous.
 
     Names config keys that differ between runs of one method group (other than the seed and
-    paths), seeds with more than one complete run, and sets whose scores come from both
-    ``evaluate.py`` and the training job's own test.
+    paths), seeds with more than one complete run, complete runs without a score on a set
+    that other runs have, and sets whose scores come from both ``evaluate.py`` and the
+    training job's own test.
     """
     notes: list[str] = []
     ignore = re.compile(r"^(seed|data\.seed|paths\.|hydra\.|tags|ckpt_path|task_name)")
@@ -636,6 +637,16 @@ def consistency_notes(runs: Sequence[Run], by: Sequence[str] = ()) -> list[str]:
             notes.append(
                 f"{label}: run(s) without a seed: in mean ± std, not in the paired difference"
             )
+        # A complete run without a score on a set the others have (e.g. evaluated before the
+        # set was available) leaves that set's statistics: say which seeds are missing.
+        for name in sorted({s for g in groups.values() for r in g for s in r.sets}):
+            missing = [r for r in group if name not in r.sets]
+            if missing:
+                who = sorted(str(r.seed) for r in missing)
+                notes.append(
+                    f"{label}: {len(missing)} complete run(s) not scored on {name} "
+                    f"(seed {', '.join(who)}): left out of that set's statistics"
+                )
     sources: dict[str, set[str]] = defaultdict(set)
     for r in runs:
         if r.complete:
