@@ -265,3 +265,35 @@ def test_loader_position_resumes_the_same_stream(libri2mix: Path) -> None:
     assert len(rest) == 2
     for (e, ids, mix), (e2, ids2, mix2) in zip(full[4:], rest, strict=True):
         assert e == e2 and ids == ids2 and torch.equal(mix, mix2)
+
+
+def test_worker_init_ignores_sigterm_and_keeps_lightning_seeding(monkeypatch) -> None:
+    """Workers ignore SIGTERM; with seed_everything(workers=True) they are seeded as Lightning does."""
+    import random
+    import signal
+
+    from lightning.fabric.utilities.seed import pl_worker_init_function
+
+    from usgm.data.datamodule import worker_ignores_sigterm
+
+    def draws() -> tuple:
+        return tuple(np.random.rand(3)), random.random(), tuple(torch.rand(2).tolist())
+
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        monkeypatch.setenv("PL_SEED_WORKERS", "1")
+        torch.manual_seed(123)
+        worker_ignores_sigterm(1)
+        ours = draws()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        torch.manual_seed(123)
+        pl_worker_init_function(1)
+        assert ours == draws()
+        monkeypatch.delenv("PL_SEED_WORKERS")
+        np.random.seed(7)
+        worker_ignores_sigterm(1)  # no seeding asked for: the generators are left alone
+        after = np.random.rand(3)
+        np.random.seed(7)
+        assert np.array_equal(after, np.random.rand(3))
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -388,11 +388,18 @@ def worker_ignores_sigterm(worker_id: int) -> None:
     main process stop cleanly; workers still end with it (the loader's shutdown, or their
     parent-death watchdog), and SIGKILL still ends them.
 
+    Setting a ``worker_init_fn`` stops Lightning from adding its own after
+    ``seed_everything(..., workers=True)``; its per-rank, per-worker seeding is therefore called
+    here when that was asked for (``PL_SEED_WORKERS=1``).
+
     Args:
-        worker_id: the worker's index (unused).
+        worker_id: the worker's index.
     """
-    del worker_id
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if os.environ.get("PL_SEED_WORKERS") == "1":
+        from lightning.fabric.utilities.seed import pl_worker_init_function
+
+        pl_worker_init_function(worker_id)
 
 
 class ResumableDataLoader(DataLoader):
