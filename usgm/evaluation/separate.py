@@ -90,7 +90,8 @@ def best_permutation(prev: Tensor, cur: Tensor) -> Tensor:
     inner = prev.to(torch.float64) @ cur.to(torch.float64).T  # (C_prev, C_cur)
     perms = _permutation_table(n_src, prev.device)  # (P, C)
     scores = inner[torch.arange(n_src, device=prev.device), perms].sum(dim=-1)  # (P,)
-    return perms[scores.argmax()]
+    # A (1,) index gathers on the device; a 0-d one would be read back with .item() (a sync).
+    return perms[scores.argmax().view(1)][0]
 
 
 @functools.lru_cache(maxsize=16)
