@@ -6,12 +6,17 @@ one process and on that same file:
 
 * usgm: :func:`usgm.evaluation.separate.separate_file` with :func:`model_separator` (what
   ``usgm-separate`` runs: streamed reading, windows of ``--window`` s with ``--overlap`` s,
-  ``--batch-windows`` windows per call, stitching, streamed writing), for each ``--precision``;
+  ``--batch-windows`` windows per call, stitching, streamed writing), for each ``--precision``,
+  eager or with ``--compile`` (``usgm-separate --compile``: the forward compiled for the fixed
+  (batch, window) shape);
 * the peer (``sb_peer.SpeechBrainUnified``, needs the ``bench`` extra): the whole file through the
   network in one call, as SpeechBrain's ``separate_file`` does (read, forward, write); running out
   of memory is a result row (``error``), not a crash.
 
-RTF = processing time / audio duration (the timed run follows a warm-up call on the same shapes).
+RTF = processing time / audio duration. The timed run follows a warm-up call on each shape it
+will send to the network (full batches, the short last batch, the last shorter window), so one-off
+costs are not in the RTF; they are reported on their own as ``warmup_s`` (with ``--compile``:
+the compilation, done once per precision and shared by the file lengths, plus the eager shapes).
 Peak memory is the GPU's ``max_memory_allocated`` during the timed run (weights included), None on
 the CPU. A bf16 row carries the SI-SNR of its output against the fp32 output of the same
 implementation (``--precision 32 bf16`` both needed; the better speaker pairing is used).
@@ -23,6 +28,7 @@ RTF | peak GiB | bf16 vs fp32 SI-SNR dB).
 Examples:
     python benchmarks/inference.py --smoke --out results/            # tiny model, CPU, seconds
     python benchmarks/inference.py --seconds 60 3600 --precision 32 bf16 --out results/   # GPU
+    python benchmarks/inference.py --no-peer --compile --seconds 60 3600 --out results/   # GPU
     python benchmarks/inference.py --device cpu --threads 2 --seconds 10 --out results/   # CPU
 """
 
@@ -49,7 +55,10 @@ from usgm.evaluation.export import load_model
 from usgm.evaluation.separate import (
     DEFAULT_OVERLAP_S,
     DEFAULT_WINDOW_S,
+    compile_forward,
     default_batch_windows,
+    group_windows,
+    iter_windows,
     model_separator,
     separate_file,
 )
@@ -129,6 +138,35 @@ def _is_oom(err: BaseException) -> bool:
     )
 
 
+def call_shapes(
+    n_samples: int, window: int, overlap: int, batch_windows: int, pad: bool
+) -> list[tuple[int, int]]:
+    """The distinct (B, n) shapes ``separate_file`` sends to the network for a file, in order.
+
+    Args:
+        n_samples: file length.
+        window: window length, samples.
+        overlap: overlap, samples.
+        batch_windows: windows per call.
+        pad: ``separate_file(pad_batches=...)``: short batches of full windows are padded.
+    """
+    left = n_samples
+
+    def read(k: int) -> torch.Tensor:
+        nonlocal left
+        n = min(k, left)
+        left -= n
+        return torch.empty(n)
+
+    shapes: list[tuple[int, int]] = []
+    for group in group_windows(iter_windows(read, window, window - overlap), batch_windows):
+        n = group[0][0].shape[-1]
+        shape = (batch_windows if pad and n == window else len(group), n)
+        if shape not in shapes:
+            shapes.append(shape)
+    return shapes
+
+
 def run_usgm(
     model: nn.Module,
     sample_rate: int,
@@ -139,19 +177,29 @@ def run_usgm(
     batch_windows: int,
     window_s: float,
     overlap_s: float,
-) -> tuple[float, float | None, np.ndarray]:
-    """Times ``separate_file`` on ``path``.
+    compiled: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[float, float | None, np.ndarray, float]:
+    """Times ``separate_file`` on ``path`` (with ``compiled``: as ``usgm-separate --compile``).
 
     Returns:
-        (seconds, peak GPU GiB or None, outputs (C, T) read back from ``out_dir``).
+        (seconds, peak GPU GiB or None, outputs (C, T) read back from ``out_dir``, warm-up
+        seconds: the untimed calls on every shape of the timed run, compilation included).
     """
-    fn = model_separator(model, sample_rate, sample_rate, device, precision)
     window = round(window_s * sample_rate)
-    # Warm-up on the timed run's shapes (a full batch; one window), so that the CUDA context, cuDNN
-    # and allocator start-up are not counted.
-    fn(torch.zeros(batch_windows, window))
-    fn(torch.zeros(window))
+    overlap = round(overlap_s * sample_rate)
+    pad = compiled is not None
+    fn = model_separator(
+        model, sample_rate, sample_rate, device, precision, compiled, (batch_windows, window)
+    )
+    # Warm-up on each shape of the timed run, so that the CUDA context, cuDNN's benchmark,
+    # kernel loading, the allocator and (--compile) the compilation are not counted in the RTF.
+    shapes = call_shapes(sf.info(str(path)).frames, window, overlap, batch_windows, pad)
     _sync(device)
+    t0 = time.perf_counter()
+    for shape in shapes:
+        fn(torch.zeros(shape))
+    _sync(device)
+    warmup = time.perf_counter() - t0
     _reset_peak(device)
     t0 = time.perf_counter()
     written = separate_file(
@@ -163,6 +211,7 @@ def run_usgm(
         window_s,
         overlap_s,
         batch_windows=batch_windows,
+        pad_batches=pad,
     )
     _sync(device)
     elapsed = time.perf_counter() - t0
@@ -170,16 +219,16 @@ def run_usgm(
     est = np.stack([sf.read(p, dtype="float32")[0] for p in written])
     for p in written:  # a 1 h run would otherwise leave 230 MB per precision behind
         p.unlink()
-    return elapsed, peak, est
+    return elapsed, peak, est, warmup
 
 
 def run_peer(
     path: Path, out_dir: Path, device: torch.device, precision: str, peer: nn.Module
-) -> tuple[float, float | None, np.ndarray]:
+) -> tuple[float, float | None, np.ndarray, float]:
     """Times the peer on the whole file at once (read, forward, write), as SpeechBrain does.
 
     Returns:
-        (seconds, peak GPU GiB or None, outputs (C, T)).
+        (seconds, peak GPU GiB or None, outputs (C, T), warm-up seconds).
     """
     use_bf16 = precision == "bf16"
 
@@ -187,8 +236,10 @@ def run_peer(
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=use_bf16):
             return peer(x.to(device))[0][0].float().cpu()  # (C, T)
 
+    t0 = time.perf_counter()
     forward(torch.zeros(1, min(sf.info(str(path)).frames, 8000)))  # warm-up, ≤ 1 s
     _sync(device)
+    warmup = time.perf_counter() - t0
     _reset_peak(device)
     t0 = time.perf_counter()
     mix, sr = sf.read(str(path), dtype="float32")
@@ -200,7 +251,7 @@ def run_peer(
     elapsed = time.perf_counter() - t0
     for k in range(len(est)):
         (out_dir / f"peer_s{k + 1}.wav").unlink()
-    return elapsed, _peak_gib(device), est
+    return elapsed, _peak_gib(device), est, warmup
 
 
 # ----------------------------------------------------------------------------- rows
@@ -220,13 +271,20 @@ def _device_name(device: torch.device) -> str:
 
 
 def markdown_row(r: dict[str, Any]) -> str:
-    """One row: date | device | impl | precision | audio | windows/call | RTF | GiB | SI-SNR."""
+    """One row: date | device | impl | precision | audio | windows/call | RTF | GiB | SI-SNR.
+
+    A compiled row's precision cell says so, with the compilation + warm-up time (not in RTF).
+    """
     rtf = f"{r['rtf']:.4g}" if r.get("rtf") is not None else r.get("error", "–")
     mem = f"{r['peak_mem_gib']:.2f}" if r.get("peak_mem_gib") is not None else "–"
     snr = f"{r['si_snr_vs_fp32_db']:.1f}" if r.get("si_snr_vs_fp32_db") is not None else "–"
     batch = r.get("batch_windows") or "whole file"
+    precision = r["precision"]
+    if r.get("compile"):
+        warm = f", warm-up {r['warmup_s']:.0f} s" if r.get("warmup_s") is not None else ""
+        precision = f"{precision} compiled{warm}"
     return (
-        f"| {r['date'][:10]} | {r['device']} | {r['impl']} | {r['precision']} | "
+        f"| {r['date'][:10]} | {r['device']} | {r['impl']} | {precision} | "
         f"{r['seconds']:g} s | {batch} | {rtf} | {mem} | {snr} |"
     )
 
@@ -255,13 +313,20 @@ def measure_file(
     peer_factory: Callable[[], nn.Module] | None,
     out: Path | None,
     base: dict[str, Any],
+    compiled: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> list[dict[str, Any]]:
-    """All rows of one file length: usgm per precision, then the peer per precision."""
+    """All rows of one file length: usgm per precision, then the peer per precision.
+
+    Args:
+        compiled: with ``--compile``, :func:`compile_forward` of ``model`` per precision, shared
+            by the file lengths (one compilation each; the first file's warm-up pays for it).
+    """
     rows = []
     with tempfile.TemporaryDirectory(prefix="usgm-inference-") as tmp:
         path = Path(tmp) / "mix.wav"
         write_mixture(path, seconds, sample_rate)
-        impls: list[tuple[str, Callable[[str], tuple[float, float | None, np.ndarray]]]] = [
+        Result = tuple[float, float | None, np.ndarray, float]
+        impls: list[tuple[str, Callable[[str], Result]]] = [
             (
                 "usgm",
                 lambda p: run_usgm(
@@ -274,6 +339,7 @@ def measure_file(
                     batch_windows,
                     window_s,
                     overlap_s,
+                    compiled[p] if compiled is not None else None,
                 ),
             )
         ]
@@ -294,9 +360,10 @@ def measure_file(
                     "batch_windows": batch_windows if impl == "usgm" else None,
                     "window_s": window_s if impl == "usgm" else None,
                     "overlap_s": overlap_s if impl == "usgm" else None,
+                    "compile": impl == "usgm" and compiled is not None,
                 }
                 try:
-                    elapsed, peak, est = run(precision)
+                    elapsed, peak, est, warmup = run(precision)
                 except Exception as err:
                     if not _is_oom(err):
                         raise
@@ -310,7 +377,9 @@ def measure_file(
                     # can the cache be handed back for the next row.
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
-                row.update(time_s=elapsed, rtf=elapsed / seconds, peak_mem_gib=peak)
+                row.update(
+                    time_s=elapsed, rtf=elapsed / seconds, peak_mem_gib=peak, warmup_s=warmup
+                )
                 if precision == "32":
                     fp32_est = est
                 elif fp32_est is not None:
@@ -326,7 +395,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seconds", type=float, nargs="+", default=[60.0, 3600.0])
     p.add_argument("--precision", nargs="+", choices=["32", "bf16"], default=["32", "bf16"])
-    p.add_argument("--batch-windows", type=int, default=None, help="default: 8 CUDA, 1 CPU")
+    p.add_argument(
+        "--batch-windows",
+        type=int,
+        default=None,
+        help="default: usgm-separate's auto (CUDA: 4 windows of 30 s at 8 kHz, fewer for longer "
+        "windows; CPU: 1)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="usgm rows with the forward compiled for the (batch, window) shape, as "
+        "usgm-separate --compile; the compilation is reported as warmup_s, not in the RTF",
+    )
     p.add_argument("--window", type=float, default=DEFAULT_WINDOW_S)
     p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP_S)
     p.add_argument("--size", choices=["tiny", "paper"], default="paper", help="random weights")
@@ -356,7 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cfg = tiny_config(n_src=2) if args.size == "tiny" else {"n_src": 2}
         model, sample_rate, what = build_model(cfg).to(device).eval(), args.sample_rate, args.size
-    batch_windows = args.batch_windows or default_batch_windows(device)
+    batch_windows = args.batch_windows or default_batch_windows(device, args.window, sample_rate)
+    # One compiled forward per precision for all file lengths (they share the window shape).
+    compiled = {q: compile_forward(model, q) for q in args.precision} if args.compile else None
     peer_factory = None
     if not args.no_peer and importlib.util.find_spec("speechbrain") is not None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -394,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             None if args.smoke else peer_factory,  # smoke: the peer gets its own 1 s file
             args.out,
             base,
+            compiled,
         )
     if args.smoke and peer_factory is not None:
         # The paper-size peer takes ~10 s per audio second on 2 CPU cores: 0.25 s shows it runs.
