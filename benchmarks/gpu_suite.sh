@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The GPU rows of BENCHMARKS.md in one go, on a machine with the usgm package importable
 # (PYTHONPATH=. from the repo root) and SpeechBrain installed (the `bench` extra).
-#   bash benchmarks/gpu_suite.sh OUT_DIR [core|extra|learn|check|infer2]...
+#   bash benchmarks/gpu_suite.sh OUT_DIR [core|extra|learn|check|whole|modes|infer2]...
+# whole: whole utterances (--batch-seconds 64, 3-20 s) against 16 x 4 s segments in the same
+#   process, compiled and eager (gm, bf16-mixed, paper size; a few minutes in all).
+# modes: compiled 16 x 4 s gm with torch's default mode and with max-autotune-no-cudagraphs
+#   (autotuning makes the second one's warm-up long).
 # infer2: usgm-separate's speed and memory (60 s and 1 h files, fp32 and bf16, default
-# --batch-windows, eager then --compile, no peer), into OUT_DIR/inference.{jsonl,md}; ~3 min.
+#   --batch-windows, eager then --compile, no peer), into OUT_DIR/inference.{jsonl,md}; ~3 min.
 set -euo pipefail
-out=${1:?usage: gpu_suite.sh OUT_DIR [core|extra|learn|check|infer2]...}
+out=${1:?usage: gpu_suite.sh OUT_DIR [core|extra|learn|check|whole|modes|infer2]...}
 shift
 export PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/usgm_inductor}
 cd "$(dirname "$0")"
@@ -14,6 +18,16 @@ for part in "${@:-core}"; do
     core | extra) python train_throughput.py --suite "$part" --out "$out" ;;
     learn) python train_throughput.py --learn --steps 500 --batch 16 --seconds 4 --out "$out" ;;
     check) python train_throughput.py --check-compile --out "$out" ;;
+    whole)
+      for c in --compile ""; do  # shellcheck disable=SC2086: "" is the eager pair
+        python train_throughput.py --method gm --precision bf16-mixed --seconds 4 \
+          --batch-seconds 64 --steps 20 $c --out "$out"
+      done ;;
+    modes)
+      for m in default max-autotune-no-cudagraphs; do
+        python train_throughput.py --method gm --precision bf16-mixed --batch 16 --seconds 4 \
+          --compile --compile-mode "$m" --out "$out"
+      done ;;
     infer2)
       python inference.py --no-peer --seconds 60 3600 --precision 32 bf16 --out "$out"
       python inference.py --no-peer --compile --seconds 60 3600 --precision 32 bf16 --out "$out"

@@ -11,6 +11,22 @@ GM as the released code structures it) at the same shapes; the paper protocol (f
 15 s) with and without activation checkpointing. Audio-seconds per second, step time, peak
 memory. Needs the ``bench`` extra for the peer.
 
+``--batch-seconds S`` (whole utterances, issue 22): batches as the DataModule builds them with
+``data.segment=null data.batch_seconds=S``: the project's ``BucketBatchSampler`` (bucket width
+from ``conf/data/default.yaml``) over a corpus of 20,000 utterance lengths, items padded by
+``collate_batch``, ``lengths`` passed so the losses ignore the padding. The lengths are
+LibriMix-like, not LibriMix's own (which is not read here): 3 s + 17 s × Beta(2, 2.25), so
+3–20 s, mean 11.0 s, mode about 10.3 s, drawn with a fixed seed. The first ``--warmup +
+--steps`` batches of the shuffled epoch are generated (random audio on the device). Reported:
+real (unpadded) audio-seconds per second, the padding fraction (of those batches and of the
+whole epoch), the number of distinct (batch, time) shapes, graphs compiled during the timed
+part (should be 0), and the ratio to a segment row of the same audio per batch (``S /
+--seconds`` × ``--seconds``, e.g. 16 × 4 s for S = 64) measured first in the same process.
+Compiled, the time axis varies every batch: ``--compile-dynamic auto`` does what training
+does (``model.compile_dynamic`` null: symbolic sizes with ``batch_seconds``, one graph per mask
+net); ``false`` compiles one static graph per shape, all of them in the warm-up (which then
+runs every timed batch once), so the timed part never compiles.
+
 ``--check-compile``: one compiled ``gm`` step against one eager step from the same weights
 (SGD with lr 1, so the parameter change is the applied gradient), relative error per stage.
 
@@ -26,12 +42,16 @@ Examples:
     python benchmarks/train_throughput.py --learn --steps 500 --out results/
     python benchmarks/train_throughput.py --impl usgm --method gm --batch 16 --seconds 4 \
         --precision bf16-mixed --compile --accelerator gpu --out results/
+    python benchmarks/train_throughput.py --method gm --batch-seconds 64 --seconds 4 \
+        --compile --steps 20 --out results/          # whole utterances vs 16 x 4 s segments
+    python benchmarks/train_throughput.py --smoke --batch-seconds 4   # the same, tiny, CPU
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import math
 import platform
@@ -42,11 +62,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
+from omegaconf import OmegaConf
+from torch._dynamo.utils import counters
 from torch.utils.data import DataLoader, Dataset
 
+from usgm.data.bucketing import BucketBatchSampler
+from usgm.data.datamodule import ItemKey, collate_batch
 from usgm.models.presets import TINY
-from usgm.training.module import SeparationModule
+from usgm.training.module import COMPILE_MODES, SeparationModule
 
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.5e-4}
 
@@ -66,6 +91,12 @@ class Setting:
     warmup: int = 3
     steps: int = 10
     devices: int = 1  # usgm only: DDP over this many GPUs, `batch` per GPU
+    compile_dynamic: bool | None = None  # model.compile_dynamic (None: torch's automatic)
+    compile_mode: str | None = None  # model.compile_mode (None: torch's default)
+    # whole utterances (usgm only): padded seconds per batch (data.batch_seconds); None: segments
+    batch_seconds: float | None = None
+    bucket_width: float | None = None  # data.bucket_width in s (None: conf/data/default.yaml)
+    length_range: tuple[float, float] = (3.0, 20.0)  # whole-utterance lengths, s
 
 
 #: ``--suite core``: the rows the targets are judged on; ``--suite extra``: the rest.
@@ -122,6 +153,8 @@ class Timer(pl.Callback):
 
     def __init__(self, warmup: int) -> None:
         self.warmup, self.times, self._t0 = warmup, [], 0.0
+        self._graphs_at_start: int | None = None
+        self.graphs_timed = 0  # Dynamo graphs compiled during the timed steps (should be 0)
 
     @staticmethod
     def _sync() -> None:
@@ -129,6 +162,8 @@ class Timer(pl.Callback):
             torch.cuda.synchronize()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            self._graphs_at_start = counters["stats"]["unique_graphs"]
         self._sync()
         self._t0 = time.perf_counter()
 
@@ -136,6 +171,7 @@ class Timer(pl.Callback):
         self._sync()
         if batch_idx >= self.warmup:
             self.times.append(time.perf_counter() - self._t0)
+            self.graphs_timed = counters["stats"]["unique_graphs"] - self._graphs_at_start
 
 
 def _net(s: Setting) -> dict:
@@ -166,10 +202,167 @@ def _trainer(
     )
 
 
-def _measure_usgm(s: Setting) -> tuple[float, int]:
-    module = SeparationModule(
-        model=_net(s), method=s.method, optimizer=ADAM, scheduler=None, compile=s.compile
+def _module(s: Setting) -> SeparationModule:
+    return SeparationModule(
+        model=_net(s),
+        method=s.method,
+        optimizer=ADAM,
+        scheduler=None,
+        compile=s.compile,
+        compile_dynamic=s.compile_dynamic,
+        compile_mode=s.compile_mode,
     )
+
+
+# -- whole utterances batched by duration (data.batch_seconds) ---------------------------------
+#: Utterances in the corpus whose lengths the sampler plans from (only the first batches get
+#: audio): many per 0.5 s bucket, as in a real training set, so the padding is representative.
+CORPUS_UTTERANCES = 20_000
+#: Shape of the LibriMix-like length distribution: low + (high - low) × Beta(a, b).
+LENGTH_BETA = (2.0, 2.25)
+
+
+def default_bucket_width() -> float:
+    """``bucket_width`` of ``conf/data/default.yaml`` (seconds)."""
+    conf = Path(__file__).resolve().parents[1] / "conf" / "data" / "default.yaml"
+    return float(OmegaConf.load(conf).bucket_width)
+
+
+def librimix_like_lengths(
+    n: int, length_range: tuple[float, float] = (3.0, 20.0), sample_rate: int = 8000, seed: int = 0
+) -> np.ndarray:
+    """Utterance lengths in samples, ``low + (high - low) × Beta(2, 2.25)`` seconds.
+
+    For 3–20 s: mean 11.0 s, mode about 10.3 s, no mass outside the range (LibriMix's own
+    lengths are not read here; this is a stand-in with the same range and a similar middle).
+
+    Returns:
+        int64, shape (n,).
+    """
+    low, high = length_range
+    beta = np.random.default_rng(seed).beta(*LENGTH_BETA, size=n)
+    return np.round((low + (high - low) * beta) * sample_rate).astype(np.int64)
+
+
+class SyntheticUtterances(Dataset):
+    """Random two-talker utterances of given lengths, indexed like ``LibriMixDataset``.
+
+    ``BucketBatchSampler`` yields a list of :class:`ItemKey` per batch; the dataset turns it into
+    the list of items that ``collate_batch`` pads, exactly as the training DataModule does.
+    Each item's audio is seeded by its index (the speed does not depend on the content).
+    """
+
+    def __init__(self, lengths: np.ndarray) -> None:
+        self.lengths = lengths
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def _item(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(i)
+        n = int(self.lengths[i])
+        sources = torch.randn(2, n, generator=g) * 0.1  # (C, T_i)
+        clean = sources.sum(0)
+        return {
+            "mix": clean + torch.randn(n, generator=g) * 0.05,
+            "sources": sources,
+            "mix_clean": clean,
+            "id": str(i),
+        }
+
+    def __getitem__(self, index: ItemKey | list[ItemKey]) -> dict | list[dict]:
+        if isinstance(index, list):
+            return [self._item(k.index) for k in index]
+        return self._item(index.index)
+
+
+def _padding_frac(lengths: np.ndarray, batches: list[list[int]]) -> float:
+    """Share of padded samples in ``batches`` (each padded to its longest item)."""
+    real = sum(int(lengths[b].sum()) for b in batches)
+    padded = sum(len(b) * int(lengths[b].max()) for b in batches)
+    return 1.0 - real / padded
+
+
+def whole_batches(s: Setting, n: int, sample_rate: int = 8000) -> tuple[list[dict], dict]:
+    """The first ``n`` training batches of epoch 0 with ``data.batch_seconds = s.batch_seconds``.
+
+    Built by the project's own code: :class:`BucketBatchSampler` over the lengths of
+    :data:`CORPUS_UTTERANCES` LibriMix-like utterances, a DataLoader with ``batch_size=None``
+    and ``collate_batch`` (as ``LibriMixDataModule`` builds its training loader).
+
+    Returns:
+        ``(batches, stats)``: batch dicts on the device (``mix`` (B, T), ``sources`` (B, 2, T),
+        ``mix_clean`` (B, T), ``lengths`` (B,)) and the whole epoch's ``epoch_batches`` and
+        ``epoch_padding_frac``.
+    """
+    width = default_bucket_width() if s.bucket_width is None else s.bucket_width
+    lengths = librimix_like_lengths(CORPUS_UTTERANCES, s.length_range, sample_rate)
+    data = SyntheticUtterances(lengths)
+    sampler = BucketBatchSampler(
+        data,
+        lengths,
+        round(s.batch_seconds * sample_rate),
+        bucket_width=round(width * sample_rate),
+        seed=0,
+    )
+    sampler.set_epoch(0)
+    loader = DataLoader(data, batch_size=None, sampler=sampler, collate_fn=collate_batch)
+    dev = _device()
+    batches = [
+        {k: v.to(dev) if torch.is_tensor(v) else v for k, v in b.items()}
+        for b in itertools.islice(loader, n)
+    ]
+    epoch = sampler.epoch_batches(0)
+    return batches, {
+        "bucket_width": width,
+        "epoch_batches": len(epoch),
+        "epoch_padding_frac": _padding_frac(lengths, epoch),
+    }
+
+
+def _measure_whole(s: Setting) -> dict:
+    """usgm's training step on whole-utterance batches; the row's measurement fields.
+
+    Warm-up covers compilation for every shape the timed part sees: with symbolic sizes
+    (``compile_dynamic`` true or None) the first ``warmup`` batches compile the graphs; with
+    static graphs the warm-up runs every timed batch once (one graph per shape, with the
+    recompile limit raised so that none falls back to eager), then the same batches are timed.
+    ``graphs_timed`` counts Dynamo graphs compiled during the timed part anyway.
+    """
+    static = s.compile and s.compile_dynamic is False
+    batches, stats = whole_batches(s, s.steps if static else s.warmup + s.steps)
+    if static:
+        warm = len(batches)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * warm)
+        batches = batches + batches
+    else:
+        warm = s.warmup
+    timed = batches[warm:]
+    module = _module(s)
+    timer = Timer(warm)
+    loader = DataLoader(batches, batch_size=None)
+    trainer = _trainer(len(batches), s.precision, [timer])
+    trainer.fit(module, train_dataloaders=loader)
+    real = sum(int(b["lengths"].sum()) for b in timed) / 8000
+    padded = sum(b["mix"].numel() for b in timed) / 8000
+    total = sum(timer.times)
+    return {
+        **stats,
+        "n_params": sum(p.numel() for p in module.parameters()),
+        "step_s": total / len(timer.times),
+        "step_s_max": max(timer.times),
+        "audio_s_per_s": real / total,  # real (unpadded) audio
+        "padded_audio_s_per_s": padded / total,
+        "padding_frac": 1.0 - real / padded,
+        "distinct_shapes": len({tuple(b["mix"].shape) for b in timed}),
+        "mean_batch": sum(b["mix"].shape[0] for b in timed) / len(timed),
+        "graphs_timed": timer.graphs_timed,
+        "timed_batches": len(timed),
+    }
+
+
+def _measure_usgm(s: Setting) -> tuple[float, int]:
+    module = _module(s)
     timer = Timer(s.warmup)
     batch = _random_batch(s.batch, int(s.seconds * 8000), _device())
     loader = DataLoader(Repeat(batch, s.warmup + s.steps), batch_size=None)
@@ -214,15 +407,20 @@ def measure(s: Setting) -> dict:
     }
     t0 = time.perf_counter()
     try:
-        fn = _measure_usgm if s.impl == "usgm" else _measure_speechbrain
-        step, n_params = fn(s)
+        if s.batch_seconds is not None:
+            row.update(_measure_whole(s))
+        else:
+            fn = _measure_usgm if s.impl == "usgm" else _measure_speechbrain
+            step, n_params = fn(s)
+            row.update(
+                n_params=n_params,
+                step_s=step,
+                audio_s_per_s=s.batch * s.seconds * s.devices / step,
+            )
     except torch.cuda.OutOfMemoryError as err:
         row["error"] = f"out of memory: {str(err).splitlines()[0]}"
         return row
     row.update(
-        n_params=n_params,
-        step_s=step,
-        audio_s_per_s=s.batch * s.seconds * s.devices / step,
         peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30
         if torch.cuda.is_available()
         else None,
@@ -231,15 +429,54 @@ def measure(s: Setting) -> dict:
     return row
 
 
+def measure_whole_vs_segments(s: Setting, out: Path | None = None) -> list[dict]:
+    """A segment row of the same audio per batch, then the whole-utterance row ``s``.
+
+    The segment row is ``round(batch_seconds / seconds)`` × ``seconds`` (16 × 4 s for 64 s),
+    compiled as training compiles segments (``compile_dynamic`` None); the whole row gets
+    ``ratio_to_segments``: its real audio-s/s over the segment row's audio-s/s (issue 22's
+    target is ≥ 0.8). Each row is emitted as soon as it is measured.
+    """
+    seg = replace(
+        s,
+        batch=max(1, round(s.batch_seconds / s.seconds)),
+        batch_seconds=None,
+        compile_dynamic=None,
+    )
+    seg_row = measure(seg)
+    _emit(seg_row, out)
+    row = measure(replace(s, batch=0))  # no fixed batch size: see mean_batch
+    if "audio_s_per_s" in row and "audio_s_per_s" in seg_row:
+        row["segments_audio_s_per_s"] = seg_row["audio_s_per_s"]
+        row["ratio_to_segments"] = row["audio_s_per_s"] / seg_row["audio_s_per_s"]
+    _emit(row, out)
+    return [seg_row, row]
+
+
 def markdown_row(r: dict) -> str:
     what = "compiled" if r.get("compile") else "eager"
+    if r.get("compile") and r.get("compile_dynamic") is not None:
+        what += " (dynamic)" if r["compile_dynamic"] else " (static)"
+    if r.get("compile") and r.get("compile_mode"):
+        what += f", {r['compile_mode']}"
     if r.get("checkpointing"):
         what += " + checkpointing"
     speed = f"{r['audio_s_per_s']:.0f}" if "audio_s_per_s" in r else r.get("error", "–")
     mem = f"{r['peak_mem_gib']:.1f}" if r.get("peak_mem_gib") else "–"
+    shape = f"{r['batch']} × {r['seconds']:g} s"
+    extra = ""
+    if r.get("batch_seconds") is not None:  # speed: real (unpadded) audio-s/s
+        shape = f"whole, ≤ {r['batch_seconds']:g} s/batch"
+        if "padding_frac" in r:
+            extra = (
+                f" padding {100 * r['padding_frac']:.1f} %, {r['distinct_shapes']} shapes,"
+                f" {r['graphs_timed']} graphs compiled while timed |"
+            )
+        if "ratio_to_segments" in r:
+            extra += f" {r['ratio_to_segments']:.2f} × segments |"
     return (
         f"| {r['date'][:10]} | {r['device']} | {r['impl']} | {r['method']} | {what} | "
-        f"{r['precision']} | {r['batch']} × {r['seconds']:g} s | {speed} | {mem} |"
+        f"{r['precision']} | {shape} | {speed} | {mem} |{extra}"
     )
 
 
@@ -407,9 +644,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--devices", type=int, default=1, help="usgm: DDP over N GPUs")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument(
+        "--compile-dynamic",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="model.compile_dynamic; auto: null, i.e. true with --batch-seconds (as train.py)",
+    )
+    p.add_argument("--compile-mode", choices=COMPILE_MODES, help="model.compile_mode")
+    p.add_argument(
+        "--batch-seconds",
+        type=float,
+        help="whole utterances (3-20 s) in batches of at most S padded seconds, after a "
+        "segment row of S/--seconds x --seconds (same process)",
+    )
+    p.add_argument("--bucket-width", type=float, help="s; default: conf/data/default.yaml")
     p.add_argument("--out", type=Path, help="folder for the JSON lines and Markdown rows")
     p.add_argument("--smoke", action="store_true", help="tiny model, 2 steps on the CPU")
     args = p.parse_args(argv)
+    if args.smoke and args.batch_seconds is not None:
+        # Whole-utterance smoke: lengths scaled to 0.3-2 s so that a CPU step takes moments.
+        s = Setting(
+            size="tiny", seconds=0.5, precision="32", warmup=1, steps=2,
+            batch_seconds=args.batch_seconds, bucket_width=0.05, length_range=(0.3, 2.0),
+        )  # fmt: skip
+        measure_whole_vs_segments(s, args.out)
+        return 0
     if args.smoke:
         s = Setting(size="tiny", batch=2, seconds=0.5, precision="32", warmup=1, steps=2)
         _emit(measure(s), args.out)
@@ -421,7 +680,19 @@ def main(argv: list[str] | None = None) -> int:
         _emit(learn(args.steps, args.batch, args.seconds, args.precision, args.out), args.out)
         return 0
     fields = ("impl", "method", "batch", "seconds", "precision", "compile", "checkpointing")
-    one = Setting(**{k: getattr(args, k) for k in (*fields, "size", "warmup", "steps", "devices")})
+    fields += ("size", "warmup", "steps", "devices", "compile_mode", "batch_seconds")
+    one = Setting(**{k: getattr(args, k) for k in fields}, bucket_width=args.bucket_width)
+    dynamic = {"auto": None, "true": True, "false": False}[args.compile_dynamic]
+    if args.batch_seconds is not None:
+        if args.impl != "usgm" or args.devices != 1 or args.suite:
+            p.error("--batch-seconds measures usgm on one device (no --suite)")
+        # auto mirrors build_module: a null model.compile_dynamic is true with batch_seconds
+        if args.compile and dynamic is None:
+            dynamic = True
+        whole = replace(one, compile_dynamic=dynamic if args.compile else None)
+        measure_whole_vs_segments(whole, args.out)
+        return 0
+    one = replace(one, compile_dynamic=dynamic)
     settings = SUITES[args.suite] if args.suite else [one]
     for s in settings:
         _emit(measure(replace(s)), args.out)

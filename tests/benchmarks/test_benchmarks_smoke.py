@@ -25,6 +25,35 @@ def test_train_throughput_smoke(tmp_path: Path) -> None:
     assert md.startswith("| ") and "| usgm | gm | eager |" in md
 
 
+def test_train_throughput_whole_utterances_smoke(tmp_path: Path) -> None:
+    """``--batch-seconds``: a segment row, then a whole-utterance row built by the project's
+    BucketBatchSampler and collate_batch (tiny model, CPU; no timing checked)."""
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "train_throughput.py"),
+            "--smoke",
+            *("--batch-seconds", "4"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seg, whole = [json.loads(x) for x in (out / "train_throughput.jsonl").read_text().splitlines()]
+    assert seg["batch_seconds"] is None and seg["batch"] * seg["seconds"] == 4
+    assert whole["batch_seconds"] == 4 and whole["audio_s_per_s"] > 0
+    for key in ("padded_audio_s_per_s", "distinct_shapes", "graphs_timed", "ratio_to_segments"):
+        assert key in whole, key
+    assert 0 <= whole["padding_frac"] < 1 and 0 <= whole["epoch_padding_frac"] < 1
+    assert whole["distinct_shapes"] >= 1 and whole["timed_batches"] == 2
+    md = (out / "train_throughput.md").read_text().splitlines()
+    assert len(md) == 2 and "| 8 × 0.5 s |" in md[0] and "| whole, ≤ 4 s/batch |" in md[1]
+
+
 def test_inference_smoke(tmp_path: Path) -> None:
     """The CLI smoke (usgm fp32 + bf16; --no-peer: the paper-size peer is ~10 s/audio-s on a CPU),
     then the peer rows in-process with stand-in peers: one that separates, one out of memory."""

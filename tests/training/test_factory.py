@@ -140,3 +140,16 @@ def test_module_keys_and_partial_optimizer_from_the_config() -> None:
         build_module(_train_cfg(**{"+model.optim.lr": 1e-3}))
     with pytest.raises(ValueError, match=r"model\.optimizer: .*learning rate"):
         build_module(_train_cfg(**{"model.optimizer.lr": -1}))
+
+
+def test_compile_dynamic_follows_batch_seconds_unless_set() -> None:
+    """A null ``model.compile_dynamic`` is true for duration-budgeted whole utterances only."""
+    from usgm.training.factory import build_module
+
+    assert build_module(_train_cfg()).hparams["compile_dynamic"] is None
+    whole = {"data.segment": "null", "data.batch_seconds": 64}
+    assert build_module(_train_cfg(**whole)).hparams["compile_dynamic"] is True
+    fixed = build_module(_train_cfg(**whole, **{"model.compile_dynamic": "false"}))
+    assert fixed.hparams["compile_dynamic"] is False
+    with pytest.raises(ValueError, match=r"model\.compile_mode"):
+        build_module(_train_cfg(**{"model.compile_mode": "fastest"}))

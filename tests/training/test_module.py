@@ -393,3 +393,70 @@ def test_compiled_steps_equal_eager_steps(method: str) -> None:
     assert set(compiled_module._compiled) == {"se_masknet", "ss_masknet"}
     for name, d in eager.items():
         torch.testing.assert_close(compiled[name], d, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def _whole_batch(seed: int, lengths: list[int]) -> dict:
+    """A zero-padded whole-utterance batch as ``collate_batch`` builds it (``lengths`` set)."""
+    from usgm.data.datamodule import collate_batch
+
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for i, n in enumerate(lengths):
+        sources = torch.randn(2, n, generator=g) * 0.1
+        clean = sources.sum(0)
+        mix = clean + torch.randn(n, generator=g) * 0.05
+        items.append({"mix": mix, "sources": sources, "mix_clean": clean, "id": f"u{i}"})
+    return collate_batch(items)
+
+
+@pytest.mark.parametrize(("dynamic", "graphs"), [(True, 1), (None, 2)])
+def test_compiled_whole_utterance_steps_equal_eager_without_recompiles(
+    dynamic: bool | None, graphs: int
+) -> None:
+    """Compiled ``gm`` steps on whole-utterance batches of three (batch, time) shapes give the
+    eager updates, and each mask net compiles ``graphs`` times for all of them.
+
+    ``compile_dynamic=True`` (what ``data.batch_seconds`` selects): one graph per mask net.
+    None (torch's automatic dynamic shapes): a static graph for the first shape, then one
+    symbolic graph. Latent lengths 99, 150 and 124 frames: 150 is a multiple of the tiny
+    model's hop (5), which used to cost a third graph (a view-vs-copy guard in the mask net).
+    """
+    import functools
+
+    from torch._dynamo.utils import counters
+
+    batches = [
+        _whole_batch(1, [800, 650]),  # T = 800 samples → 99 latent frames
+        _whole_batch(2, [1208, 1100, 1000]),  # 150 frames
+        _whole_batch(3, [1000, 990, 700, 640]),  # 124 frames
+    ]
+    sgd = _sgd(0.05)
+
+    def run(compile: bool) -> dict:
+        module = _module("gm", compile=compile, optimizer=sgd, compile_dynamic=dynamic)
+        before = copy.deepcopy(module.state_dict())
+        trainer = _quiet_trainer(max_steps=3, limit_val_batches=0, log_every_n_steps=3)
+        trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+        return {k: before[k] - v for k, v in module.state_dict().items()}
+
+    eager = run(False)
+    torch._dynamo.reset()
+    counters.clear()
+    original = torch.compile
+    torch.compile = functools.partial(original, backend="aot_eager")  # see the test above
+    try:
+        compiled = run(True)
+    finally:
+        torch.compile = original
+    assert counters["stats"]["unique_graphs"] == 2 * graphs  # SE and SS mask nets
+    for name, d in eager.items():
+        torch.testing.assert_close(compiled[name], d, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_compile_options_are_validated() -> None:
+    with pytest.raises(ValueError, match=r"model\.compile_mode"):
+        _module("gm", compile=True, compile_mode="fastest")
+    with pytest.raises(ValueError, match=r"model\.compile_dynamic"):
+        _module("gm", compile=True, compile_dynamic="yes")
+    module = _module("gm", compile_mode="max-autotune-no-cudagraphs", compile_dynamic=False)
+    assert module.hparams["compile_mode"] == "max-autotune-no-cudagraphs"

@@ -101,6 +101,13 @@ def overlap_add(y: Tensor, length: int) -> Tensor:
     b, _, k, d = y.shape
     hop = k // 2
     blocks = y[:, 1:, :hop] + y[:, :-1, hop:]  # (B, S-1, hop, D), starts at sample 0
+    if torch.compiler.is_compiling():
+        # (S-1)·hop equals L when L is a multiple of the hop: the slice below is then the whole
+        # (contiguous) tensor, otherwise a strided view, and torch.compile guards on which (two
+        # graphs for varying whole-utterance lengths). One more zero block makes it always a
+        # strict slice, one graph for every L; inductor fuses the pad into the add. Eager runs
+        # skip it (the values are the same either way).
+        blocks = F.pad(blocks, (0, 0, 0, 0, 0, 1))
     return blocks.reshape(b, -1, d)[:, :length]
 
 
@@ -189,13 +196,16 @@ class DualPathMaskNet(nn.Module):
         Returns:
             Masks ≥ 0, shape (B, C, N, L) (a permuted view of a (B, L, C, N) tensor).
         """
-        b, _, n_frames = w.shape
+        n_frames = w.shape[-1]
         x = self.in_proj(self.norm(w.transpose(1, 2)))  # (B, L, D)
         x = chunk(x, self.chunk_size)  # (B, S, K, D)
         for block in self.blocks:
             x = block(x)
         x = self.out_proj(self.prelu(x))  # (B, S, K, C·D)
-        x = overlap_add(x, n_frames).reshape(b, n_frames, self.n_outputs, self.d_model)
+        # Split only the feature dim: a reshape across the sliced time dim of overlap_add's view
+        # would be a view when L is a multiple of the hop and a copy otherwise, a branch that
+        # torch.compile guards on (two graphs, and a recompile, for varying whole-utterance L).
+        x = overlap_add(x, n_frames).unflatten(-1, (self.n_outputs, self.d_model))  # (B, L, C, D)
         t, g = self.gate(x).chunk(2, dim=-1)
         m = self.mask_proj(torch.tanh(t) * torch.sigmoid(g))  # (B, L, C, N)
         m = F.softmax(m, dim=2) if self.activation == "softmax" else F.relu(m)

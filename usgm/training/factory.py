@@ -46,12 +46,17 @@ _MODULE_KEYS = (
     "loss",
     "clip_grad_norm",
     "compile",
+    "compile_dynamic",
+    "compile_mode",
     "max_bad_steps",
 )
 
 
 def build_module(cfg: DictConfig) -> SeparationModule:
-    """`cfg.model` (+ `cfg.data.sample_rate`) → :class:`SeparationModule`."""
+    """`cfg.model` (+ `cfg.data.sample_rate`) → :class:`SeparationModule`.
+
+    A null `model.compile_dynamic` becomes true when `data.batch_seconds` is set.
+    """
     m = cfg.model
     if "optim" in m:
         raise ValueError(
@@ -62,6 +67,11 @@ def build_module(cfg: DictConfig) -> SeparationModule:
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} under model; expected {sorted(_MODULE_KEYS)}")
     kwargs = {k: to_plain(m[k]) for k in _MODULE_KEYS if k in m and k not in ("method", "net")}
+    if kwargs.get("compile_dynamic") is None and cfg.data.get("batch_seconds") is not None:
+        # Whole utterances batched by duration: a new (batch, time) shape nearly every step, so
+        # compile with symbolic sizes from the start (one graph per mask net) instead of a
+        # static graph for the first batch that the second batch already replaces.
+        kwargs["compile_dynamic"] = True
     return SeparationModule(
         model=to_plain(m.net),
         method=m.method,

@@ -63,6 +63,9 @@ _FOUND_INF_SAFE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.Adagrad)
 
 DEFAULT_LOSS: dict[str, Any] = {"se_weight": 0.1, "se_reduction": "sum", "threshold": None}
 
+#: ``model.compile_mode`` values (besides None, torch's default): ``torch.compile``'s modes.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 class NonFiniteTrainingError(RuntimeError):
     """Training cannot go on: too many consecutive non-finite steps, or non-finite weights."""
@@ -105,6 +108,15 @@ class SeparationModule(pl.LightningModule):
         clip_grad_norm: L2 clipping of the final update (paper 5); None or 0 disables.
         compile: ``torch.compile`` the two mask networks for training (validation, testing and
             inference stay eager).
+        compile_dynamic: ``dynamic`` of ``torch.compile`` (only with ``compile``). None: torch's
+            automatic dynamic shapes (a static graph for the first shape; the first change of
+            batch or time size recompiles once with those sizes symbolic, then no more). True:
+            batch and time symbolic from the first call (one graph per mask net for every
+            whole-utterance batch; what ``build_module`` picks with ``data.batch_seconds``).
+            False: one static graph per shape (fixed segments only: varying whole-utterance
+            shapes would recompile every batch up to torch's recompile limit, then run eager).
+        compile_mode: ``mode`` of ``torch.compile`` (None: torch's default), one of
+            :data:`COMPILE_MODES`, e.g. ``max-autotune-no-cudagraphs``.
         max_bad_steps: Stop after this many consecutive skipped (non-finite) steps.
     """
 
@@ -120,6 +132,8 @@ class SeparationModule(pl.LightningModule):
         clip_grad_norm: float | None = 5.0,
         compile: bool = False,
         max_bad_steps: int = 20,
+        compile_dynamic: bool | None = None,
+        compile_mode: str | None = None,
     ) -> None:
         super().__init__()
         if method not in METHODS:
@@ -137,6 +151,15 @@ class SeparationModule(pl.LightningModule):
             raise ValueError(f"model.clip_grad_norm must be ≥ 0 or null, got {clip_grad_norm}")
         if int(max_bad_steps) < 1:
             raise ValueError(f"model.max_bad_steps must be ≥ 1, got {max_bad_steps}")
+        if compile_dynamic is not None and not isinstance(compile_dynamic, bool):
+            raise ValueError(
+                f"model.compile_dynamic must be true, false or null, got {compile_dynamic!r}"
+            )
+        if compile_mode is not None and compile_mode not in COMPILE_MODES:
+            raise ValueError(
+                f"model.compile_mode must be null or one of {list(COMPILE_MODES)}, "
+                f"got {compile_mode!r}"
+            )
         self.save_hyperparameters(
             {
                 "model": model,
@@ -149,6 +172,8 @@ class SeparationModule(pl.LightningModule):
                 "clip_grad_norm": clip_grad_norm,
                 "compile": bool(compile),
                 "max_bad_steps": int(max_bad_steps),
+                "compile_dynamic": compile_dynamic,
+                "compile_mode": compile_mode,
             }
         )
         self.automatic_optimization = False
@@ -190,7 +215,14 @@ class SeparationModule(pl.LightningModule):
                 # backward must not donate its saved buffers to the first call. The flag is read
                 # at compile and at backward time, so it is set for the whole process.
                 torch._functorch.config.donated_buffer = False
-            self._compiled[name] = torch.compile(module)
+            # Whole-utterance batches vary in batch and time size: `compile_dynamic` (see the
+            # class docstring) decides whether that costs one graph or one per shape. The mask
+            # nets themselves are shape-uniform (DualPathMaskNet has no branch on L modulo the
+            # hop once compiled), so a symbolic L needs no further recompiles.
+            kwargs: dict[str, Any] = {"dynamic": self.hparams.get("compile_dynamic")}
+            if self.hparams.get("compile_mode") is not None:
+                kwargs["mode"] = self.hparams["compile_mode"]
+            self._compiled[name] = torch.compile(module, **kwargs)
         return self._compiled[name]
 
     def _enhance(self, latent: Tensor) -> Tensor:
