@@ -267,8 +267,8 @@ def test_loader_position_resumes_the_same_stream(libri2mix: Path) -> None:
         assert e == e2 and ids == ids2 and torch.equal(mix, mix2)
 
 
-def test_worker_init_ignores_sigterm_and_keeps_lightning_seeding(monkeypatch) -> None:
-    """Workers ignore SIGTERM; with seed_everything(workers=True) they are seeded as Lightning does."""
+def test_worker_init_keeps_lightning_seeding(monkeypatch) -> None:
+    """With seed_everything(workers=True) the workers are seeded as Lightning seeds them."""
     import random
     import signal
 
@@ -279,13 +279,12 @@ def test_worker_init_ignores_sigterm_and_keeps_lightning_seeding(monkeypatch) ->
     def draws() -> tuple:
         return tuple(np.random.rand(3)), random.random(), tuple(torch.rand(2).tolist())
 
-    old = signal.getsignal(signal.SIGTERM)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     try:
         monkeypatch.setenv("PL_SEED_WORKERS", "1")
         torch.manual_seed(123)
         worker_ignores_sigterm(1)
         ours = draws()
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
         torch.manual_seed(123)
         pl_worker_init_function(1)
         assert ours == draws()
@@ -296,4 +295,35 @@ def test_worker_init_ignores_sigterm_and_keeps_lightning_seeding(monkeypatch) ->
         np.random.seed(7)
         assert np.array_equal(after, np.random.rand(3))
     finally:
-        signal.signal(signal.SIGTERM, old)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+# A loader whose workers are still alive when the interpreter exits: multiprocessing then
+# terminates (SIGTERM) and joins them. A group SIGTERM from elsewhere must not end them.
+WORKERS_AT_EXIT = """
+import subprocess, sys, time
+from torch.utils.data import DataLoader
+from usgm.data.datamodule import LibriMixDataModule
+dm = LibriMixDataModule(root=sys.argv[1], n_src=2, segment=0.5, batch_size=2, num_workers=2)
+dm.setup("fit")
+it = DataLoader.__iter__(dm.train_dataloader())  # the worker-owning iterator itself
+next(it)
+pids = [w.pid for w in it._workers]
+subprocess.run(["kill", "-TERM", *map(str, pids)], check=True)  # another sender: dropped
+time.sleep(0.5)
+next(it)  # the workers still serve
+print("alive", all(w.is_alive() for w in it._workers), flush=True)
+# exit with the iterator alive: multiprocessing's exit handler terminates and joins them
+"""
+
+
+def test_workers_drop_foreign_sigterm_and_end_with_the_main_process(libri2mix: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKERS_AT_EXIT, str(libri2mix)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "alive True" in proc.stdout

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -378,15 +379,28 @@ class ResumableSampler(DistributedSampler):
         return iter([ItemKey(int(i), epoch, self.rank) for i in indices])
 
 
+def _await_parents_sigterm(parent: int) -> None:
+    """A worker's SIGTERM watcher thread: ends the worker only for its parent's SIGTERM."""
+    while True:
+        info = signal.sigwaitinfo({signal.SIGTERM})
+        if info.si_pid == parent:
+            # The loader's own shutdown (multiprocessing's terminate()). Exit status 0: the
+            # main process's worker watch takes a death by signal for a crash.
+            os._exit(0)
+
+
 def worker_ignores_sigterm(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: leave SIGTERM to the main process.
+    """DataLoader ``worker_init_fn``: a SIGTERM from anyone but the main process is left to it.
 
     Schedulers signal a whole process group (SLURM every process of a job step, coreutils
     ``timeout`` its child's group). A worker killed by that SIGTERM makes the main process raise
     "DataLoader worker ... is killed by signal" at once, before the training loop reaches the
-    batch boundary where it saves the SIGTERM checkpoint. Ignoring it in the workers lets the
-    main process stop cleanly; workers still end with it (the loader's shutdown, or their
-    parent-death watchdog), and SIGKILL still ends them.
+    batch boundary where it saves the SIGTERM checkpoint. So the worker blocks SIGTERM and a
+    watcher thread takes it with its sender: the main process's own SIGTERM (its loader's or
+    multiprocessing's shutdown terminating the worker) ends the worker at once, any other is
+    dropped. The worker still ends with the main process (the loader's shutdown, or its
+    parent-death watchdog), and SIGKILL still ends it. Simply ignoring SIGTERM would hang a
+    main process that terminates and joins its workers at exit.
 
     Setting a ``worker_init_fn`` stops Lightning from adding its own after
     ``seed_everything(..., workers=True)``; its per-rank, per-worker seeding is therefore called
@@ -395,7 +409,12 @@ def worker_ignores_sigterm(worker_id: int) -> None:
     Args:
         worker_id: the worker's index.
     """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "sigwaitinfo"):  # Linux (macOS and Windows lack it: default SIGTERM)
+        # Blocked before any other thread of the worker exists: every later thread inherits it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        threading.Thread(
+            target=_await_parents_sigterm, args=(os.getppid(),), daemon=True, name="usgm-sigterm"
+        ).start()
     if os.environ.get("PL_SEED_WORKERS") == "1":
         from lightning.fabric.utilities.seed import pl_worker_init_function
 
