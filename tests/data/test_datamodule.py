@@ -301,19 +301,21 @@ def test_worker_init_keeps_lightning_seeding(monkeypatch) -> None:
 # A loader whose workers are still alive when the interpreter exits: multiprocessing then
 # terminates (SIGTERM) and joins them. A group SIGTERM from elsewhere must not end them.
 WORKERS_AT_EXIT = """
-import subprocess, sys, time
+import multiprocessing, subprocess, sys, time
 from torch.utils.data import DataLoader
 from usgm.data.datamodule import LibriMixDataModule
-dm = LibriMixDataModule(root=sys.argv[1], n_src=2, segment=0.5, batch_size=2, num_workers=2)
-dm.setup("fit")
-it = DataLoader.__iter__(dm.train_dataloader())  # the worker-owning iterator itself
-next(it)
-pids = [w.pid for w in it._workers]
-subprocess.run(["kill", "-TERM", *map(str, pids)], check=True)  # another sender: dropped
-time.sleep(0.5)
-next(it)  # the workers still serve
-print("alive", all(w.is_alive() for w in it._workers), flush=True)
-# exit with the iterator alive: multiprocessing's exit handler terminates and joins them
+if __name__ == "__main__":
+  multiprocessing.set_start_method(sys.argv[2])
+  dm = LibriMixDataModule(root=sys.argv[1], n_src=2, segment=0.5, batch_size=2, num_workers=2)
+  dm.setup("fit")
+  it = DataLoader.__iter__(dm.train_dataloader())  # the worker-owning iterator itself
+  next(it), next(it)  # batches alternate between the workers: both are set up now
+  pids = [w.pid for w in it._workers]
+  subprocess.run(["kill", "-TERM", *map(str, pids)], check=True)  # another sender: dropped
+  time.sleep(0.5)
+  next(it)  # the workers still serve
+  print("alive", all(w.is_alive() for w in it._workers), flush=True)
+  # exit with the iterator alive: multiprocessing's exit handler terminates and joins them
 """
 
 
@@ -322,7 +324,7 @@ def test_workers_drop_foreign_sigterm_and_end_with_the_main_process(libri2mix: P
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-c", WORKERS_AT_EXIT, str(libri2mix)],
+        [sys.executable, "-c", WORKERS_AT_EXIT, str(libri2mix), "fork"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -25,6 +25,7 @@ Batch (see the project spec), built by :func:`collate_batch`:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -379,17 +380,17 @@ class ResumableSampler(DistributedSampler):
         return iter([ItemKey(int(i), epoch, self.rank) for i in indices])
 
 
-def _await_parents_sigterm(parent: int) -> None:
-    """A worker's SIGTERM watcher thread: ends the worker only for its parent's SIGTERM."""
+def _await_parents_sigterm(owners: frozenset[int]) -> None:
+    """A worker's SIGTERM watcher thread: ends the worker only for its owners' SIGTERM."""
     while True:
         info = signal.sigwaitinfo({signal.SIGTERM})
-        if info.si_pid == parent:
+        if info.si_pid in owners:
             # The loader's own shutdown (multiprocessing's terminate()). Exit status 0: the
             # main process's worker watch takes a death by signal for a crash.
             os._exit(0)
 
 
-def worker_ignores_sigterm(worker_id: int) -> None:
+def worker_ignores_sigterm(worker_id: int, main_pid: int | None = None) -> None:
     """DataLoader ``worker_init_fn``: a SIGTERM from anyone but the main process is left to it.
 
     Schedulers signal a whole process group (SLURM every process of a job step, coreutils
@@ -400,7 +401,9 @@ def worker_ignores_sigterm(worker_id: int) -> None:
     multiprocessing's shutdown terminating the worker) ends the worker at once, any other is
     dropped. The worker still ends with the main process (the loader's shutdown, or its
     parent-death watchdog), and SIGKILL still ends it. Simply ignoring SIGTERM would hang a
-    main process that terminates and joins its workers at exit.
+    main process that terminates and joins its workers at exit. Effective with the ``fork``
+    start method (Linux's default up to Python 3.13): a ``forkserver`` worker has threads from
+    before this function that do not block SIGTERM, so there it dies of it as before.
 
     Setting a ``worker_init_fn`` stops Lightning from adding its own after
     ``seed_everything(..., workers=True)``; its per-rank, per-worker seeding is therefore called
@@ -408,12 +411,16 @@ def worker_ignores_sigterm(worker_id: int) -> None:
 
     Args:
         worker_id: the worker's index.
+        main_pid: the process that owns the loader (bound with :func:`functools.partial` when
+            the loader is built): under the ``forkserver`` start method (Python 3.14's default
+            on Linux) it is not the worker's parent, yet it is the one that terminates it.
     """
+    owners = frozenset({os.getppid()} | ({main_pid} if main_pid is not None else set()))
     if hasattr(signal, "sigwaitinfo"):  # Linux (macOS and Windows lack it: default SIGTERM)
         # Blocked before any other thread of the worker exists: every later thread inherits it.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         threading.Thread(
-            target=_await_parents_sigterm, args=(os.getppid(),), daemon=True, name="usgm-sigterm"
+            target=_await_parents_sigterm, args=(owners,), daemon=True, name="usgm-sigterm"
         ).start()
     if os.environ.get("PL_SEED_WORKERS") == "1":
         from lightning.fabric.utilities.seed import pl_worker_init_function
@@ -679,7 +686,7 @@ class LibriMixDataModule(L.LightningDataModule):
                 collate_fn=collate_batch,
                 pin_memory=self.pin_memory,
                 persistent_workers=self.num_workers > 0,
-                worker_init_fn=worker_ignores_sigterm,
+                worker_init_fn=functools.partial(worker_ignores_sigterm, main_pid=os.getpid()),
             )
         world_size, rank = self._world()
         # Persistent workers: no respawn (and no re-import, re-opened files) every epoch. Safe
@@ -708,7 +715,7 @@ class LibriMixDataModule(L.LightningDataModule):
                 collate_fn=collate_batch,
                 pin_memory=self.pin_memory,
                 persistent_workers=persistent,
-                worker_init_fn=worker_ignores_sigterm,
+                worker_init_fn=functools.partial(worker_ignores_sigterm, main_pid=os.getpid()),
             )
         # The sampler owns the whole training stream (order and per-item draws), sharded by
         # rank; the loader makes its position part of Lightning's checkpoints.
@@ -722,7 +729,7 @@ class LibriMixDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             drop_last=False,
             persistent_workers=persistent,
-            worker_init_fn=worker_ignores_sigterm,
+            worker_init_fn=functools.partial(worker_ignores_sigterm, main_pid=os.getpid()),
         )
 
     def _dataset_for(self, stage: str) -> LibriMixDataset | None:
