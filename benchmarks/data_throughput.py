@@ -23,7 +23,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -35,6 +34,9 @@ from pathlib import Path
 import torch
 
 from usgm.data.datamodule import LibriMixDataModule
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling report.py
+from report import emit
 
 MODES = {"speed": {"dynamic_mixing": False}, "speed+dm": {"dynamic_mixing": True}}
 
@@ -162,14 +164,7 @@ def markdown_row(r: dict, target: float) -> str:
 
 def _emit(row: dict, out: Path | None, target: float) -> None:
     row = {**row, "target_audio_s_per_s": target}
-    line = json.dumps(row)
-    print(line, flush=True)
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        with (out / "data_throughput.jsonl").open("a") as f:
-            f.write(line + "\n")
-        with (out / "data_throughput.md").open("a") as f:
-            f.write(markdown_row(row, target) + "\n")
+    emit(row, out, "data_throughput", markdown_row(row, target))
 
 
 def _smoke_corpus(folder: Path) -> Path:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import platform
 import sys
 import tempfile
@@ -64,6 +63,9 @@ from usgm.evaluation.separate import (
 )
 from usgm.models import build_model
 from usgm.models.presets import tiny_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling report.py
+import report
 
 BLOCK_S = 10.0  # the synthetic file is generated and written in blocks of this length
 
@@ -291,14 +293,7 @@ def markdown_row(r: dict[str, Any]) -> str:
 
 def emit(row: dict[str, Any], out: Path | None) -> None:
     """Prints the JSON line and appends it (and its Markdown row) to ``out``."""
-    line = json.dumps(row)
-    print(line, flush=True)
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        with (out / "inference.jsonl").open("a") as f:
-            f.write(line + "\n")
-        with (out / "inference.md").open("a") as f:
-            f.write(markdown_row(row) + "\n")
+    report.emit(row, out, "inference", markdown_row(row))
 
 
 def measure_file(

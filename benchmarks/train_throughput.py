@@ -73,6 +73,9 @@ from usgm.data.datamodule import ItemKey, collate_batch
 from usgm.models.presets import TINY
 from usgm.training.module import COMPILE_MODES, SeparationModule
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling report.py
+from report import emit
+
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.5e-4}
 
 
@@ -617,15 +620,7 @@ def learn(steps: int, batch: int, seconds: float, precision: str, out: Path | No
 
 
 def _emit(row: dict, out: Path | None) -> None:
-    line = json.dumps(row)
-    print(line, flush=True)
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        with (out / "train_throughput.jsonl").open("a") as f:
-            f.write(line + "\n")
-        if "impl" in row:
-            with (out / "train_throughput.md").open("a") as f:
-                f.write(markdown_row(row) + "\n")
+    emit(row, out, "train_throughput", markdown_row(row) if "impl" in row else None)
 
 
 def main(argv: list[str] | None = None) -> int:
