@@ -57,6 +57,7 @@ import math
 import platform
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -422,6 +423,14 @@ def measure(s: Setting) -> dict:
             )
     except torch.cuda.OutOfMemoryError as err:
         row["error"] = f"out of memory: {str(err).splitlines()[0]}"
+        return row
+    except torch._dynamo.exc.TorchDynamoException as err:
+        # A compiler failure is a result of its own (e.g. a torch version that cannot compile
+        # this graph): keep the trace in the log, write the row, go on with the next setting.
+        traceback.print_exc()
+        cause = getattr(err, "inner_exception", None) or err
+        what = next((ln for ln in str(cause).splitlines() if ln.strip()), "")
+        row["error"] = f"compile failed: {type(err).__name__} ({type(cause).__name__}: {what})"
         return row
     row.update(
         peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30

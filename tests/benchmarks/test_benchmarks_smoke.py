@@ -54,6 +54,31 @@ def test_train_throughput_whole_utterances_smoke(tmp_path: Path) -> None:
     assert len(md) == 2 and "| 8 × 0.5 s |" in md[0] and "| whole, ≤ 4 s/batch |" in md[1]
 
 
+def test_train_throughput_records_a_compile_failure(monkeypatch) -> None:
+    """A setting whose compilation fails is a row with the error (the trace goes to stderr),
+    not the end of the run: the suite's next settings still get measured."""
+    import importlib.util
+
+    import torch._dynamo.exc
+
+    spec = importlib.util.spec_from_file_location("bench_train", BENCH / "train_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_train", bench)  # its dataclasses look it up
+    spec.loader.exec_module(bench)
+
+    def fails(s):
+        inner = AssertionError("symbolic sizes")
+        raise torch._dynamo.exc.BackendCompilerFailed(lambda *a: None, inner, None)
+
+    monkeypatch.setattr(bench, "_measure_usgm", fails)
+    row = bench.measure(bench.Setting(compile=True, size="tiny"))
+    assert row["error"] == (
+        "compile failed: BackendCompilerFailed (AssertionError: symbolic sizes)"
+    ), row
+    assert "audio_s_per_s" not in row and row["compile"] is True
+    assert "| compile failed: BackendCompilerFailed" in bench.markdown_row({**row, "impl": "usgm"})
+
+
 def test_inference_smoke(tmp_path: Path) -> None:
     """The CLI smoke (usgm fp32 + bf16; --no-peer: the paper-size peer is ~10 s/audio-s on a CPU),
     then the peer rows in-process with stand-in peers: one that separates, one out of memory."""
