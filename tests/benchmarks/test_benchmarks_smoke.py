@@ -2,23 +2,40 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def test_train_throughput_smoke(tmp_path: Path) -> None:
-    out = tmp_path / "results"
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``python benchmarks/<script> ARGS``, which must succeed (else its stderr is shown)."""
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "train_throughput.py"), "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _load(script: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``benchmarks/<script>`` imported in-process (in sys.modules: its dataclasses need it)."""
+    name = f"bench_{Path(script).stem}"
+    spec = importlib.util.spec_from_file_location(name, BENCH / script)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_throughput_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    _run("train_throughput.py", "--smoke", "--out", str(out))
     row = json.loads((out / "train_throughput.jsonl").read_text().splitlines()[-1])
     assert row["audio_s_per_s"] > 0 and row["method"] == "gm" and row["n_params"] > 0
     md = (out / "train_throughput.md").read_text().splitlines()[-1]
@@ -29,20 +46,7 @@ def test_train_throughput_whole_utterances_smoke(tmp_path: Path) -> None:
     """``--batch-seconds``: a segment row, then a whole-utterance row built by the project's
     BucketBatchSampler and collate_batch (tiny model, CPU; no timing checked)."""
     out = tmp_path / "results"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "train_throughput.py"),
-            "--smoke",
-            *("--batch-seconds", "4"),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run("train_throughput.py", "--smoke", "--batch-seconds", "4", "--out", str(out))
     seg, whole = [json.loads(x) for x in (out / "train_throughput.jsonl").read_text().splitlines()]
     assert seg["batch_seconds"] is None and seg["batch"] * seg["seconds"] == 4
     assert whole["batch_seconds"] == 4 and whole["audio_s_per_s"] > 0
@@ -54,17 +58,12 @@ def test_train_throughput_whole_utterances_smoke(tmp_path: Path) -> None:
     assert len(md) == 2 and "| 8 × 0.5 s |" in md[0] and "| whole, ≤ 4 s/batch |" in md[1]
 
 
-def test_train_throughput_records_a_compile_failure(monkeypatch) -> None:
+def test_train_throughput_records_a_compile_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     """A setting whose compilation fails is a row with the error (the trace goes to stderr),
     not the end of the run: the suite's next settings still get measured."""
-    import importlib.util
-
     import torch._dynamo.exc
 
-    spec = importlib.util.spec_from_file_location("bench_train", BENCH / "train_throughput.py")
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_train", bench)  # its dataclasses look it up
-    spec.loader.exec_module(bench)
+    bench = _load("train_throughput.py", monkeypatch)
 
     def fails(s):
         inner = AssertionError("symbolic sizes")
@@ -79,22 +78,13 @@ def test_train_throughput_records_a_compile_failure(monkeypatch) -> None:
     assert "| compile failed: BackendCompilerFailed" in bench.markdown_row({**row, "impl": "usgm"})
 
 
-def test_inference_smoke(tmp_path: Path) -> None:
+def test_inference_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI smoke (usgm fp32 + bf16; --no-peer: the paper-size peer is ~10 s/audio-s on a CPU),
     then the peer rows in-process with stand-in peers: one that separates, one out of memory."""
-    import importlib.util
-
     import torch
 
     out = tmp_path / "results"
-    script = BENCH / "inference.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--smoke", "--no-peer", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run("inference.py", "--smoke", "--no-peer", "--out", str(out))
     rows = [json.loads(line) for line in (out / "inference.jsonl").read_text().splitlines()]
     assert [(r["impl"], r["precision"]) for r in rows] == [("usgm", "32"), ("usgm", "bf16")]
     assert all(r["rtf"] > 0 and r["batch_windows"] == 2 for r in rows)
@@ -102,9 +92,7 @@ def test_inference_smoke(tmp_path: Path) -> None:
     md = (out / "inference.md").read_text().splitlines()
     assert len(md) == 2 and "| usgm | bf16 | 2 s | 2 |" in md[1]
 
-    spec = importlib.util.spec_from_file_location("bench_inference", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load("inference.py", monkeypatch)
 
     class Peer(torch.nn.Module):  # (B, T) → ((B, 2, T), latent), like SpeechBrainUnified
         def forward(self, mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,13 +124,7 @@ def test_inference_smoke(tmp_path: Path) -> None:
 
 def test_data_throughput_smoke(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "data_throughput.py"), "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _run("data_throughput.py", "--smoke", "--out", str(out))
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]  # e.g. worker shutdown at exit
     rows = [json.loads(x) for x in (out / "data_throughput.jsonl").read_text().splitlines()]
     assert [r["mode"] for r in rows] == ["speed", "speed+dm"]

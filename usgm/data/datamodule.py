@@ -677,21 +677,19 @@ class LibriMixDataModule(L.LightningDataModule):
         if dataset is None:
             self.setup(stage)
             return self._loader(self._dataset_for(stage), stage, train)
+        # Every loader: persistent workers, no respawn (and no re-import, re-opened files) every
+        # epoch, safe because every random draw of a training item comes from its key, not
+        # worker state; workers leave a foreign SIGTERM to the main process.
+        common: dict[str, Any] = {
+            "num_workers": self.num_workers,
+            "collate_fn": collate_batch,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.num_workers > 0,
+            "worker_init_fn": functools.partial(worker_ignores_sigterm, main_pid=os.getpid()),
+        }
         if not train:
-            return DataLoader(
-                dataset,
-                batch_size=self.eval_batch_size,
-                shuffle=False,
-                num_workers=self.num_workers,
-                collate_fn=collate_batch,
-                pin_memory=self.pin_memory,
-                persistent_workers=self.num_workers > 0,
-                worker_init_fn=functools.partial(worker_ignores_sigterm, main_pid=os.getpid()),
-            )
+            return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, **common)
         world_size, rank = self._world()
-        # Persistent workers: no respawn (and no re-import, re-opened files) every epoch. Safe
-        # because every random draw of a training item comes from its key, not worker state.
-        persistent = self.num_workers > 0
         if self.batch_seconds is not None:
             # Imported here: bucketing builds on this module's ResumableSampler.
             from usgm.data.bucketing import BucketBatchSampler
@@ -707,29 +705,12 @@ class LibriMixDataModule(L.LightningDataModule):
             )
             # The sampler's elements are whole batches (lists of keys): batch_size=None hands
             # each list to the dataset as one index. Position counts batches (batch_size None).
-            return ResumableDataLoader(
-                dataset,
-                batch_size=None,
-                sampler=batches,
-                num_workers=self.num_workers,
-                collate_fn=collate_batch,
-                pin_memory=self.pin_memory,
-                persistent_workers=persistent,
-                worker_init_fn=functools.partial(worker_ignores_sigterm, main_pid=os.getpid()),
-            )
+            return ResumableDataLoader(dataset, batch_size=None, sampler=batches, **common)
         # The sampler owns the whole training stream (order and per-item draws), sharded by
         # rank; the loader makes its position part of Lightning's checkpoints.
         sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank, seed=self.seed)
         return ResumableDataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            collate_fn=collate_batch,
-            pin_memory=self.pin_memory,
-            drop_last=False,
-            persistent_workers=persistent,
-            worker_init_fn=functools.partial(worker_ignores_sigterm, main_pid=os.getpid()),
+            dataset, batch_size=self.batch_size, sampler=sampler, drop_last=False, **common
         )
 
     def _dataset_for(self, stage: str) -> LibriMixDataset | None:
