@@ -1,4 +1,4 @@
-"""Audio-seconds per second that the training DataModule delivers (issue 22, target 3).
+"""Audio-seconds per second that the training DataModule delivers.
 
 Builds :class:`usgm.data.datamodule.LibriMixDataModule` as training does (speed perturbation on,
 optionally dynamic mixing; fixed segments or whole utterances batched by duration), iterates its
@@ -8,7 +8,7 @@ of wall time over ``--batches`` batches. Epoch boundaries inside the measured wi
 included (``set_epoch`` then a new iterator, as Lightning does), so a per-epoch respawn cost
 would show; the row records how many were crossed. Nothing is sent to a GPU: this is the rate
 the input pipeline can sustain, to compare with what a training step consumes (``--target``,
-1,800 audio-s/s in issue 22: 3× the step's target).
+1,800 audio-s/s by default: 3× a 600 audio-s/s training step).
 
 Each mode writes a JSON line to ``--out/data_throughput.jsonl`` and a Markdown row to
 ``--out/data_throughput.md``.

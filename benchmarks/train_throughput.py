@@ -11,7 +11,7 @@ GM as the released code structures it) at the same shapes; the paper protocol (f
 15 s) with and without activation checkpointing. Audio-seconds per second, step time, peak
 memory. Needs the ``bench`` extra for the peer.
 
-``--batch-seconds S`` (whole utterances, issue 22): batches as the DataModule builds them with
+``--batch-seconds S`` (whole utterances): batches as the DataModule builds them with
 ``data.segment=null data.batch_seconds=S``: the project's ``BucketBatchSampler`` (bucket width
 from ``conf/data/default.yaml``) over a corpus of 20,000 utterance lengths, items padded by
 ``collate_batch``, ``lengths`` passed so the losses ignore the padding. The lengths are
@@ -446,8 +446,8 @@ def measure_whole_vs_segments(s: Setting, out: Path | None = None) -> list[dict]
 
     The segment row is ``round(batch_seconds / seconds)`` × ``seconds`` (16 × 4 s for 64 s),
     compiled as training compiles segments (``compile_dynamic`` None); the whole row gets
-    ``ratio_to_segments``: its real audio-s/s over the segment row's audio-s/s (issue 22's
-    target is ≥ 0.8). Each row is emitted as soon as it is measured.
+    ``ratio_to_segments``: its real audio-s/s over the segment row's audio-s/s. Each row is
+    emitted as soon as it is measured.
     """
     seg = replace(
         s,
