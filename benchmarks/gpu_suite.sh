@@ -3,11 +3,15 @@
 # (PYTHONPATH=. from the repo root) and SpeechBrain installed (the `bench` extra).
 #   bash benchmarks/gpu_suite.sh OUT_DIR [core|extra|learn|check|whole|modes|infer2]...
 # whole: whole utterances (--batch-seconds 64, 3-20 s) against 16 x 4 s segments in the same
-#   process, compiled and eager (gm, bf16-mixed, paper size; a few minutes in all).
+#   process (gm, bf16-mixed, paper size; about 8 minutes in all): eager with batches padded to
+#   their longest item and cold shapes; eager padded to the bucket edge with
+#   every shape warm, without and with cuDNN's benchmark, and with expandable allocator
+#   segments; compiled (dynamic) with every shape warm.
 # modes: compiled 16 x 4 s gm with torch's default mode and with max-autotune-no-cudagraphs
 #   (autotuning makes the second one's warm-up long).
 # infer2: usgm-separate's speed and memory (60 s and 1 h files, fp32 and bf16, default
-#   --batch-windows, eager then --compile, no peer), into OUT_DIR/inference.{jsonl,md}; ~3 min.
+#   --batch-windows, eager then --compile, no peer, median of 3 runs), into
+#   OUT_DIR/inference.{jsonl,md}; ~5 min.
 set -euo pipefail
 out=${1:?usage: gpu_suite.sh OUT_DIR [core|extra|learn|check|whole|modes|infer2]...}
 shift
@@ -19,18 +23,24 @@ for part in "${@:-core}"; do
     learn) python train_throughput.py --learn --steps 500 --batch 16 --seconds 4 --out "$out" ;;
     check) python train_throughput.py --check-compile --out "$out" ;;
     whole)
-      for c in --compile ""; do  # shellcheck disable=SC2086: "" is the eager pair
-        python train_throughput.py --method gm --precision bf16-mixed --seconds 4 \
-          --batch-seconds 64 --steps 20 $c --out "$out"
-      done ;;
+      w=(train_throughput.py --method gm --precision bf16-mixed --seconds 4 --batch-seconds 64
+         --out "$out")
+      python "${w[@]}" --steps 20 --pad-to longest
+      python "${w[@]}" --steps 40 --warm-shapes
+      python "${w[@]}" --steps 40 --warm-shapes --cudnn-benchmark
+      PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True \
+        python "${w[@]}" --steps 40 --warm-shapes --cudnn-benchmark
+      python "${w[@]}" --steps 40 --warm-shapes --cudnn-benchmark --compile ;;
     modes)
       for m in default max-autotune-no-cudagraphs; do
         python train_throughput.py --method gm --precision bf16-mixed --batch 16 --seconds 4 \
           --compile --compile-mode "$m" --out "$out"
       done ;;
     infer2)
-      python inference.py --no-peer --seconds 60 3600 --precision 32 bf16 --out "$out"
-      python inference.py --no-peer --compile --seconds 60 3600 --precision 32 bf16 --out "$out"
+      for c in "" --compile; do  # shellcheck disable=SC2086: "" is the eager run
+        python inference.py --no-peer $c --repeats 3 --seconds 60 3600 --precision 32 bf16 \
+          --out "$out"
+      done
       ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac

@@ -13,10 +13,11 @@ one process and on that same file:
   network in one call, as SpeechBrain's ``separate_file`` does (read, forward, write); running out
   of memory is a result row (``error``), not a crash.
 
-RTF = processing time / audio duration. The timed run follows a warm-up call on each shape it
-will send to the network (full batches, the short last batch, the last shorter window), so one-off
-costs are not in the RTF; they are reported on their own as ``warmup_s`` (with ``--compile``:
-the compilation, done once per precision and shared by the file lengths, plus the eager shapes).
+RTF = processing time / audio duration, from the median of ``--repeats`` timed runs (each in
+``times_s``). The timed runs follow a warm-up call on each shape they will send to the network
+(full batches, the short last batch, the last shorter window), so one-off costs are not in the
+RTF; they are reported on their own as ``warmup_s`` (with ``--compile``: the compilation, once
+per precision and batch size and shared by the file lengths, plus the eager shapes).
 Peak memory is the GPU's ``max_memory_allocated`` during the timed run (weights included), None on
 the CPU. A bf16 row carries the SI-SNR of its output against the fp32 output of the same
 implementation (``--precision 32 bf16`` both needed; the better speaker pairing is used).
@@ -55,10 +56,12 @@ from usgm.evaluation.separate import (
     DEFAULT_OVERLAP_S,
     DEFAULT_WINDOW_S,
     compile_forward,
+    compiled_batch_sizes,
     default_batch_windows,
     group_windows,
     iter_windows,
     model_separator,
+    padded_batch_size,
     separate_file,
 )
 from usgm.models import build_model
@@ -150,7 +153,8 @@ def call_shapes(
         window: window length, samples.
         overlap: overlap, samples.
         batch_windows: windows per call.
-        pad: ``separate_file(pad_batches=...)``: short batches of full windows are padded.
+        pad: ``separate_file(pad_batches=...)``: short batches of full windows are padded to
+            :func:`padded_batch_size`.
     """
     left = n_samples
 
@@ -163,7 +167,8 @@ def call_shapes(
     shapes: list[tuple[int, int]] = []
     for group in group_windows(iter_windows(read, window, window - overlap), batch_windows):
         n = group[0][0].shape[-1]
-        shape = (batch_windows if pad and n == window else len(group), n)
+        b = len(group)
+        shape = (padded_batch_size(b, batch_windows) if pad and n == window else b, n)
         if shape not in shapes:
             shapes.append(shape)
     return shapes
@@ -180,19 +185,20 @@ def run_usgm(
     window_s: float,
     overlap_s: float,
     compiled: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> tuple[float, float | None, np.ndarray, float]:
+    repeats: int = 1,
+) -> tuple[list[float], float | None, np.ndarray, float]:
     """Times ``separate_file`` on ``path`` (with ``compiled``: as ``usgm-separate --compile``).
 
     Returns:
-        (seconds, peak GPU GiB or None, outputs (C, T) read back from ``out_dir``, warm-up
-        seconds: the untimed calls on every shape of the timed run, compilation included).
+        (seconds of each of ``repeats`` timed runs, peak GPU GiB or None, outputs (C, T) of
+        the last run read back from ``out_dir``, warm-up seconds: the untimed calls on every
+        shape of the timed runs, compilation included).
     """
     window = round(window_s * sample_rate)
     overlap = round(overlap_s * sample_rate)
     pad = compiled is not None
-    fn = model_separator(
-        model, sample_rate, sample_rate, device, precision, compiled, (batch_windows, window)
-    )
+    shapes = {(b, window) for b in compiled_batch_sizes(batch_windows)}
+    fn = model_separator(model, sample_rate, sample_rate, device, precision, compiled, shapes)
     # Warm-up on each shape of the timed run, so that the CUDA context, cuDNN's benchmark,
     # kernel loading, the allocator and (--compile) the compilation are not counted in the RTF.
     shapes = call_shapes(sf.info(str(path)).frames, window, overlap, batch_windows, pad)
@@ -203,34 +209,41 @@ def run_usgm(
     _sync(device)
     warmup = time.perf_counter() - t0
     _reset_peak(device)
-    t0 = time.perf_counter()
-    written = separate_file(
-        path,
-        out_dir,
-        fn,
-        model.n_src,
-        sample_rate,
-        window_s,
-        overlap_s,
-        batch_windows=batch_windows,
-        pad_batches=pad,
-    )
-    _sync(device)
-    elapsed = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        written = separate_file(
+            path,
+            out_dir,
+            fn,
+            model.n_src,
+            sample_rate,
+            window_s,
+            overlap_s,
+            batch_windows=batch_windows,
+            pad_batches=pad,
+        )
+        _sync(device)
+        times.append(time.perf_counter() - t0)
     peak = _peak_gib(device)
     est = np.stack([sf.read(p, dtype="float32")[0] for p in written])
     for p in written:  # a 1 h run would otherwise leave 230 MB per precision behind
         p.unlink()
-    return elapsed, peak, est, warmup
+    return times, peak, est, warmup
 
 
 def run_peer(
-    path: Path, out_dir: Path, device: torch.device, precision: str, peer: nn.Module
-) -> tuple[float, float | None, np.ndarray, float]:
+    path: Path,
+    out_dir: Path,
+    device: torch.device,
+    precision: str,
+    peer: nn.Module,
+    repeats: int = 1,
+) -> tuple[list[float], float | None, np.ndarray, float]:
     """Times the peer on the whole file at once (read, forward, write), as SpeechBrain does.
 
     Returns:
-        (seconds, peak GPU GiB or None, outputs (C, T), warm-up seconds).
+        (seconds of each timed run, peak GPU GiB or None, outputs (C, T), warm-up seconds).
     """
     use_bf16 = precision == "bf16"
 
@@ -243,17 +256,19 @@ def run_peer(
     _sync(device)
     warmup = time.perf_counter() - t0
     _reset_peak(device)
-    t0 = time.perf_counter()
-    mix, sr = sf.read(str(path), dtype="float32")
-    est = forward(torch.from_numpy(mix)[None]).numpy()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for k, chan in enumerate(est):
-        sf.write(out_dir / f"peer_s{k + 1}.wav", chan, sr, subtype="FLOAT")
-    _sync(device)
-    elapsed = time.perf_counter() - t0
-    for k in range(len(est)):
-        (out_dir / f"peer_s{k + 1}.wav").unlink()
-    return elapsed, _peak_gib(device), est, warmup
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        mix, sr = sf.read(str(path), dtype="float32")
+        est = forward(torch.from_numpy(mix)[None]).numpy()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for k, chan in enumerate(est):
+            sf.write(out_dir / f"peer_s{k + 1}.wav", chan, sr, subtype="FLOAT")
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+        for k in range(len(est)):
+            (out_dir / f"peer_s{k + 1}.wav").unlink()
+    return times, _peak_gib(device), est, warmup
 
 
 # ----------------------------------------------------------------------------- rows
@@ -309,18 +324,21 @@ def measure_file(
     out: Path | None,
     base: dict[str, Any],
     compiled: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    repeats: int = 1,
 ) -> list[dict[str, Any]]:
     """All rows of one file length: usgm per precision, then the peer per precision.
 
     Args:
         compiled: with ``--compile``, :func:`compile_forward` of ``model`` per precision, shared
-            by the file lengths (one compilation each; the first file's warm-up pays for it).
+            by the file lengths (one compilation per batch size each; the first file that sends
+            a batch size pays for it in its warm-up).
+        repeats: timed runs per row; the row's time is their median (all in ``times_s``).
     """
     rows = []
     with tempfile.TemporaryDirectory(prefix="usgm-inference-") as tmp:
         path = Path(tmp) / "mix.wav"
         write_mixture(path, seconds, sample_rate)
-        Result = tuple[float, float | None, np.ndarray, float]
+        Result = tuple[list[float], float | None, np.ndarray, float]
         impls: list[tuple[str, Callable[[str], Result]]] = [
             (
                 "usgm",
@@ -335,13 +353,17 @@ def measure_file(
                     window_s,
                     overlap_s,
                     compiled[p] if compiled is not None else None,
+                    repeats,
                 ),
             )
         ]
         if peer_factory is not None:
             peer = peer_factory().to(device).eval()
             impls.append(
-                ("speechbrain", lambda p: run_peer(path, Path(tmp) / "peer", device, p, peer))
+                (
+                    "speechbrain",
+                    lambda p: run_peer(path, Path(tmp) / "peer", device, p, peer, repeats),
+                )
             )
         for impl, run in impls:
             fp32_est = None
@@ -358,7 +380,7 @@ def measure_file(
                     "compile": impl == "usgm" and compiled is not None,
                 }
                 try:
-                    elapsed, peak, est, warmup = run(precision)
+                    times, peak, est, warmup = run(precision)
                 except Exception as err:
                     if not _is_oom(err):
                         raise
@@ -372,8 +394,13 @@ def measure_file(
                     # can the cache be handed back for the next row.
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
+                elapsed = float(np.median(times))
                 row.update(
-                    time_s=elapsed, rtf=elapsed / seconds, peak_mem_gib=peak, warmup_s=warmup
+                    time_s=elapsed,
+                    times_s=times,
+                    rtf=elapsed / seconds,
+                    peak_mem_gib=peak,
+                    warmup_s=warmup,
                 )
                 if precision == "32":
                     fp32_est = est
@@ -411,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-peer", action="store_true", help="skip the SpeechBrain peer")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="timed runs per row (after the warm-up); the RTF is from their median",
+    )
     p.add_argument("--out", type=Path, help="folder for inference.jsonl and inference.md")
     p.add_argument(
         "--smoke",
@@ -473,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             base,
             compiled,
+            args.repeats,
         )
     if args.smoke and peer_factory is not None:
         # The paper-size peer takes ~10 s per audio second on 2 CPU cores: 0.25 s shows it runs.

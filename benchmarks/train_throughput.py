@@ -14,14 +14,19 @@ memory. Needs the ``bench`` extra for the peer.
 ``--batch-seconds S`` (whole utterances): batches as the DataModule builds them with
 ``data.segment=null data.batch_seconds=S``: the project's ``BucketBatchSampler`` (bucket width
 from ``conf/data/default.yaml``) over a corpus of 20,000 utterance lengths, items padded by
-``collate_batch``, ``lengths`` passed so the losses ignore the padding. The lengths are
+``collate_batch`` to their bucket's edge (``--pad-to longest``: to the longest item, the
+former rule), ``lengths`` passed so the losses ignore the padding. The lengths are
 LibriMix-like, not LibriMix's own (which is not read here): 3 s + 17 s × Beta(2, 2.25), so
 3–20 s, mean 11.0 s, mode about 10.3 s, drawn with a fixed seed. The first ``--warmup +
 --steps`` batches of the shuffled epoch are generated (random audio on the device). Reported:
 real (unpadded) audio-seconds per second, the padding fraction (of those batches and of the
-whole epoch), the number of distinct (batch, time) shapes, graphs compiled during the timed
-part (should be 0), and the ratio to a segment row of the same audio per batch (``S /
---seconds`` × ``--seconds``, e.g. 16 × 4 s for S = 64) measured first in the same process.
+whole epoch), the number of distinct (batch, time) shapes (timed and in the epoch), graphs
+compiled during the timed part (should be 0), each timed step's shape and time, and the ratio
+to a segment row of the same audio per batch (``S / --seconds`` × ``--seconds``, e.g. 16 × 4 s
+for S = 64) measured first in the same process with the same ``--cudnn-benchmark``. Shapes
+repeat within an epoch, so a long warm-up (``--warmup``) shows the steady state, where a
+shape's one-off costs (cuDNN's algorithm search with ``--cudnn-benchmark``, new allocator
+blocks) have been paid.
 Compiled, the time axis varies every batch: ``--compile-dynamic auto`` does what training
 does (``model.compile_dynamic`` null: symbolic sizes with ``batch_seconds``, one graph per mask
 net); ``false`` compiles one static graph per shape, all of them in the warm-up (which then
@@ -51,9 +56,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import itertools
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -101,6 +108,9 @@ class Setting:
     batch_seconds: float | None = None
     bucket_width: float | None = None  # data.bucket_width in s (None: conf/data/default.yaml)
     length_range: tuple[float, float] = (3.0, 20.0)  # whole-utterance lengths, s
+    pad_to: str = "bucket"  # whole utterances: "bucket" edge (as training) | "longest" item
+    cudnn_benchmark: bool = False  # Trainer(benchmark=...): cuDNN's algorithm search per shape
+    warm_shapes: bool = False  # whole utterances: warm up on one batch of every epoch shape
 
 
 #: ``--suite core``: the rows the targets are judged on; ``--suite extra``: the rest.
@@ -187,9 +197,15 @@ def _net(s: Setting) -> dict:
 
 
 def _trainer(
-    max_steps: int, precision: str, callbacks=(), log_every: int = 50, devices: int = 1
+    max_steps: int,
+    precision: str,
+    callbacks=(),
+    log_every: int = 50,
+    devices: int = 1,
+    benchmark: bool = False,
 ) -> pl.Trainer:
     return pl.Trainer(
+        benchmark=benchmark,
         accelerator="gpu" if torch.cuda.is_available() else "cpu",
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
@@ -280,14 +296,17 @@ class SyntheticUtterances(Dataset):
         return self._item(index.index)
 
 
-def _padding_frac(lengths: np.ndarray, batches: list[list[int]]) -> float:
-    """Share of padded samples in ``batches`` (each padded to its longest item)."""
+def _padding_frac(lengths: np.ndarray, batches: list[list[int]], multiple: int = 1) -> float:
+    """Share of padded samples in ``batches`` (each padded to its longest item, rounded up to
+    ``multiple`` samples as ``collate_batch`` does)."""
     real = sum(int(lengths[b].sum()) for b in batches)
-    padded = sum(len(b) * int(lengths[b].max()) for b in batches)
+    padded = sum(len(b) * (-(-int(lengths[b].max()) // multiple) * multiple) for b in batches)
     return 1.0 - real / padded
 
 
-def whole_batches(s: Setting, n: int, sample_rate: int = 8000) -> tuple[list[dict], dict]:
+def whole_batches(
+    s: Setting, n: int, sample_rate: int = 8000
+) -> tuple[list[dict], list[dict], dict]:
     """The first ``n`` training batches of epoch 0 with ``data.batch_seconds = s.batch_seconds``.
 
     Built by the project's own code: :class:`BucketBatchSampler` over the lengths of
@@ -295,9 +314,10 @@ def whole_batches(s: Setting, n: int, sample_rate: int = 8000) -> tuple[list[dic
     and ``collate_batch`` (as ``LibriMixDataModule`` builds its training loader).
 
     Returns:
-        ``(batches, stats)``: batch dicts on the device (``mix`` (B, T), ``sources`` (B, 2, T),
-        ``mix_clean`` (B, T), ``lengths`` (B,)) and the whole epoch's ``epoch_batches`` and
-        ``epoch_padding_frac``.
+        ``(batches, shape_batches, stats)``: batch dicts on the device (``mix`` (B, T),
+        ``sources`` (B, 2, T), ``mix_clean`` (B, T), ``lengths`` (B,)); with ``s.warm_shapes``,
+        one batch of each (B, T) shape of the whole epoch (else empty); the whole epoch's
+        ``epoch_batches``, ``epoch_padding_frac`` and ``epoch_shapes``.
     """
     width = default_bucket_width() if s.bucket_width is None else s.bucket_width
     lengths = librimix_like_lengths(CORPUS_UTTERANCES, s.length_range, sample_rate)
@@ -310,18 +330,35 @@ def whole_batches(s: Setting, n: int, sample_rate: int = 8000) -> tuple[list[dic
         seed=0,
     )
     sampler.set_epoch(0)
-    loader = DataLoader(data, batch_size=None, sampler=sampler, collate_fn=collate_batch)
+    # As the DataModule: each batch padded to its bucket's edge (or, "longest", to its longest)
+    multiple = sampler.bucket_width if s.pad_to == "bucket" else 1
+    collate = functools.partial(collate_batch, pad_multiple=multiple)
+    loader = DataLoader(data, batch_size=None, sampler=sampler, collate_fn=collate)
     dev = _device()
-    batches = [
-        {k: v.to(dev) if torch.is_tensor(v) else v for k, v in b.items()}
-        for b in itertools.islice(loader, n)
-    ]
+
+    def to_dev(b: dict) -> dict:
+        return {k: v.to(dev) if torch.is_tensor(v) else v for k, v in b.items()}
+
+    batches = [to_dev(b) for b in itertools.islice(loader, n)]
     epoch = sampler.epoch_batches(0)
-    return batches, {
-        "bucket_width": width,
-        "epoch_batches": len(epoch),
-        "epoch_padding_frac": _padding_frac(lengths, epoch),
-    }
+    shapes: dict[tuple[int, int], list[int]] = {}  # first batch of each shape, epoch order
+    for b in epoch:
+        shapes.setdefault((len(b), -(-int(lengths[b].max()) // multiple) * multiple), b)
+    shape_batches = (
+        [to_dev(collate([data._item(i) for i in b])) for b in shapes.values()]
+        if s.warm_shapes
+        else []
+    )
+    return (
+        batches,
+        shape_batches,
+        {
+            "bucket_width": width,
+            "epoch_batches": len(epoch),
+            "epoch_padding_frac": _padding_frac(lengths, epoch, multiple),
+            "epoch_shapes": len(shapes),
+        },
+    )
 
 
 def _measure_whole(s: Setting) -> dict:
@@ -331,21 +368,28 @@ def _measure_whole(s: Setting) -> dict:
     (``compile_dynamic`` true or None) the first ``warmup`` batches compile the graphs; with
     static graphs the warm-up runs every timed batch once (one graph per shape, with the
     recompile limit raised so that none falls back to eager), then the same batches are timed.
-    ``graphs_timed`` counts Dynamo graphs compiled during the timed part anyway.
+    ``graphs_timed`` counts Dynamo graphs compiled during the timed part anyway. With
+    ``warm_shapes`` the warm-up is one batch of every shape of the epoch instead (the steady
+    state of a long run, in which every shape has been seen), then the first ``steps``
+    batches are timed.
     """
     static = s.compile and s.compile_dynamic is False
-    batches, stats = whole_batches(s, s.steps if static else s.warmup + s.steps)
+    n = s.steps if static or s.warm_shapes else s.warmup + s.steps
+    batches, shape_batches, stats = whole_batches(s, n)
     if static:
         warm = len(batches)
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * warm)
         batches = batches + batches
+    elif s.warm_shapes:
+        warm = len(shape_batches)
+        batches = shape_batches + batches
     else:
         warm = s.warmup
     timed = batches[warm:]
     module = _module(s)
     timer = Timer(warm)
     loader = DataLoader(batches, batch_size=None)
-    trainer = _trainer(len(batches), s.precision, [timer])
+    trainer = _trainer(len(batches), s.precision, [timer], benchmark=s.cudnn_benchmark)
     trainer.fit(module, train_dataloaders=loader)
     real = sum(int(b["lengths"].sum()) for b in timed) / 8000
     padded = sum(b["mix"].numel() for b in timed) / 8000
@@ -362,6 +406,10 @@ def _measure_whole(s: Setting) -> dict:
         "mean_batch": sum(b["mix"].shape[0] for b in timed) / len(timed),
         "graphs_timed": timer.graphs_timed,
         "timed_batches": len(timed),
+        # per timed step: (B, T) and seconds, to tell a shape's first step from its repeats
+        "timed_shapes": [list(b["mix"].shape) for b in timed],
+        "step_times": [round(t, 5) for t in timer.times],
+        "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
     }
 
 
@@ -370,7 +418,9 @@ def _measure_usgm(s: Setting) -> tuple[float, int]:
     timer = Timer(s.warmup)
     batch = _random_batch(s.batch, int(s.seconds * 8000), _device())
     loader = DataLoader(Repeat(batch, s.warmup + s.steps), batch_size=None)
-    trainer = _trainer(s.warmup + s.steps, s.precision, [timer], devices=s.devices)
+    trainer = _trainer(
+        s.warmup + s.steps, s.precision, [timer], devices=s.devices, benchmark=s.cudnn_benchmark
+    )
     trainer.fit(module, train_dataloaders=loader)
     if not trainer.is_global_zero:
         sys.exit(0)  # rank 0 reports
@@ -381,6 +431,7 @@ def _measure_speechbrain(s: Setting) -> tuple[float, int]:
     from sb_peer import SpeechBrainUnified, gm_step
 
     device = _device()
+    torch.backends.cudnn.benchmark = s.cudnn_benchmark
     torch.manual_seed(0)
     model = SpeechBrainUnified(2).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1.5e-4)
@@ -441,19 +492,26 @@ def measure(s: Setting) -> dict:
     return row
 
 
-def measure_whole_vs_segments(s: Setting, out: Path | None = None) -> list[dict]:
+def measure_whole_vs_segments(
+    s: Setting, out: Path | None = None, segments: bool = True
+) -> list[dict]:
     """A segment row of the same audio per batch, then the whole-utterance row ``s``.
 
     The segment row is ``round(batch_seconds / seconds)`` × ``seconds`` (16 × 4 s for 64 s),
     compiled as training compiles segments (``compile_dynamic`` None); the whole row gets
     ``ratio_to_segments``: its real audio-s/s over the segment row's audio-s/s. Each row is
-    emitted as soon as it is measured.
+    emitted as soon as it is measured. ``segments=False`` measures the whole row alone.
     """
+    if not segments:
+        row = measure(replace(s, batch=0))
+        _emit(row, out)
+        return [row]
     seg = replace(
         s,
         batch=max(1, round(s.batch_seconds / s.seconds)),
         batch_seconds=None,
         compile_dynamic=None,
+        warm_shapes=False,
     )
     seg_row = measure(seg)
     _emit(seg_row, out)
@@ -473,12 +531,20 @@ def markdown_row(r: dict) -> str:
         what += f", {r['compile_mode']}"
     if r.get("checkpointing"):
         what += " + checkpointing"
+    if r.get("warm_shapes"):
+        what += ", every shape warm"
+    if r.get("cudnn_benchmark"):
+        what += ", cuDNN benchmark"
+    if r.get("alloc_conf"):
+        what += f", {r['alloc_conf']}"
     speed = f"{r['audio_s_per_s']:.0f}" if "audio_s_per_s" in r else r.get("error", "–")
     mem = f"{r['peak_mem_gib']:.1f}" if r.get("peak_mem_gib") else "–"
     shape = f"{r['batch']} × {r['seconds']:g} s"
     extra = ""
     if r.get("batch_seconds") is not None:  # speed: real (unpadded) audio-s/s
         shape = f"whole, ≤ {r['batch_seconds']:g} s/batch"
+        if r.get("pad_to") == "longest":
+            shape += " (padded to longest)"
         if "padding_frac" in r:
             extra = (
                 f" padding {100 * r['padding_frac']:.1f} %, {r['distinct_shapes']} shapes,"
@@ -662,6 +728,27 @@ def main(argv: list[str] | None = None) -> int:
         "segment row of S/--seconds x --seconds (same process)",
     )
     p.add_argument("--bucket-width", type=float, help="s; default: conf/data/default.yaml")
+    p.add_argument(
+        "--pad-to",
+        choices=["bucket", "longest"],
+        default="bucket",
+        help="whole utterances: pad a batch to its bucket's edge (as training) or its longest",
+    )
+    p.add_argument(
+        "--no-segment-row",
+        action="store_true",
+        help="--batch-seconds: skip the segment row (and the ratio to it)",
+    )
+    p.add_argument(
+        "--warm-shapes",
+        action="store_true",
+        help="whole utterances: warm up on one batch of every shape of the epoch (steady state)",
+    )
+    p.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="Trainer(benchmark=True): cuDNN searches the fastest algorithm once per shape",
+    )
     p.add_argument("--out", type=Path, help="folder for the JSON lines and Markdown rows")
     p.add_argument("--smoke", action="store_true", help="tiny model, 2 steps on the CPU")
     args = p.parse_args(argv)
@@ -670,6 +757,7 @@ def main(argv: list[str] | None = None) -> int:
         s = Setting(
             size="tiny", seconds=0.5, precision="32", warmup=1, steps=2,
             batch_seconds=args.batch_seconds, bucket_width=0.05, length_range=(0.3, 2.0),
+            pad_to=args.pad_to, warm_shapes=args.warm_shapes,
         )  # fmt: skip
         measure_whole_vs_segments(s, args.out)
         return 0
@@ -684,7 +772,8 @@ def main(argv: list[str] | None = None) -> int:
         _emit(learn(args.steps, args.batch, args.seconds, args.precision, args.out), args.out)
         return 0
     fields = ("impl", "method", "batch", "seconds", "precision", "compile", "checkpointing")
-    fields += ("size", "warmup", "steps", "devices", "compile_mode", "batch_seconds")
+    fields += ("size", "warmup", "steps", "devices", "compile_mode", "batch_seconds", "pad_to")
+    fields += ("cudnn_benchmark", "warm_shapes")
     one = Setting(**{k: getattr(args, k) for k in fields}, bucket_width=args.bucket_width)
     dynamic = {"auto": None, "true": True, "false": False}[args.compile_dynamic]
     if args.batch_seconds is not None:
@@ -694,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.compile and dynamic is None:
             dynamic = True
         whole = replace(one, compile_dynamic=dynamic if args.compile else None)
-        measure_whole_vs_segments(whole, args.out)
+        measure_whole_vs_segments(whole, args.out, segments=not args.no_segment_row)
         return 0
     one = replace(one, compile_dynamic=dynamic)
     settings = SUITES[args.suite] if args.suite else [one]

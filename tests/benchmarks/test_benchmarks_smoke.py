@@ -58,6 +58,29 @@ def test_train_throughput_whole_utterances_smoke(tmp_path: Path) -> None:
     assert len(md) == 2 and "| 8 × 0.5 s |" in md[0] and "| whole, ≤ 4 s/batch |" in md[1]
 
 
+def test_whole_batches_pad_rules_and_warm_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pad_to="bucket"`` ends each batch at its bucket's edge (as the DataModule does),
+    ``"longest"`` at its longest item; ``warm_shapes`` adds one batch of every epoch shape."""
+    bench = _load("train_throughput.py", monkeypatch)
+    monkeypatch.setattr(bench, "CORPUS_UTTERANCES", 300)
+    s = bench.Setting(size="tiny", batch_seconds=4.0, bucket_width=0.05, length_range=(0.3, 2.0))
+    width = round(0.05 * 8000)
+    batches, shape_batches, stats = bench.whole_batches(bench.replace(s, warm_shapes=True), 6)
+    assert len(batches) == 6 and len(shape_batches) == stats["epoch_shapes"] > 6
+    for b in batches + shape_batches:
+        n, t = b["mix"].shape
+        longest = int(b["lengths"].max())
+        assert t % width == 0 and t - width < longest <= t and n * t <= 4 * 8000
+    shapes = [tuple(b["mix"].shape) for b in shape_batches]
+    assert len(set(shapes)) == len(shapes)  # one of each
+    assert {tuple(b["mix"].shape) for b in batches} <= set(shapes)
+    longest_rule, none, stats2 = bench.whole_batches(bench.replace(s, pad_to="longest"), 6)
+    assert none == [] and stats2["epoch_shapes"] > stats["epoch_shapes"]
+    assert stats2["epoch_padding_frac"] < stats["epoch_padding_frac"]
+    for b, b2 in zip(batches, longest_rule, strict=True):  # the same items, padded less
+        assert b["ids"] == b2["ids"] and b2["mix"].shape[-1] == int(b2["lengths"].max())
+
+
 def test_train_throughput_records_a_compile_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     """A setting whose compilation fails is a row with the error (the trace goes to stderr),
     not the end of the run: the suite's next settings still get measured."""
@@ -133,3 +156,32 @@ def test_data_throughput_smoke(tmp_path: Path) -> None:
         assert r["epochs_crossed"] >= 1  # the tiny corpus makes the window span epochs
     md = (out / "data_throughput.md").read_text().splitlines()
     assert len(md) == 2 and md[1].startswith("| ") and "| speed+dm | 1 | 2 × 1 s |" in md[1]
+
+
+@pytest.mark.parametrize(("seconds", "n_batch", "pad"), [(6.0, 4, True), (6.0, 4, False),
+                                                        (2.3, 4, True), (4.33, 7, True)])  # fmt: skip
+def test_inference_warms_exactly_the_shapes_separate_file_sends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: float, n_batch: int, pad: bool
+) -> None:
+    """``call_shapes`` (the warm-up plan) against the shapes ``separate_file`` really sends."""
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    from usgm.evaluation.separate import separate_file
+
+    bench = _load("inference.py", monkeypatch)
+    sr, window_s, overlap_s = 8000, 0.5, 0.1
+    path = tmp_path / "x.wav"
+    sf.write(path, np.zeros(round(seconds * sr), dtype=np.float32), sr)
+    sent: list[tuple[int, ...]] = []
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape) not in sent:
+            sent.append(tuple(x.shape))
+        return torch.stack([x, x], dim=-2)  # (B, 2, n)
+
+    separate_file(path, tmp_path / "o", fn, 2, sr, window_s, overlap_s, batch_windows=n_batch,
+                  pad_batches=pad)  # fmt: skip
+    planned = bench.call_shapes(round(seconds * sr), 4000, 800, n_batch, pad)
+    assert planned == sent

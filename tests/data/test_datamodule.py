@@ -329,3 +329,25 @@ def test_workers_drop_foreign_sigterm_and_end_with_the_main_process(libri2mix: P
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "alive True" in proc.stdout
+
+
+def test_collate_pads_to_a_multiple() -> None:
+    """``pad_multiple`` rounds the batch length up; lengths and the zero padding stay exact."""
+
+    def item(n: int, value: float) -> dict:
+        return {
+            "mix": torch.full((n,), value),
+            "sources": torch.full((2, n), value / 2),
+            "mix_clean": torch.full((n,), value),
+            "id": str(n),
+        }
+
+    out = collate_batch([item(5, 1.0), item(9, 2.0)], pad_multiple=4)
+    assert out["mix"].shape == (2, 12) and out["sources"].shape == (2, 2, 12)
+    assert out["lengths"].tolist() == [5, 9]
+    expected = torch.zeros(2, 12)
+    expected[0, :5], expected[1, :9] = 1.0, 2.0
+    assert torch.equal(out["mix"], expected) and torch.equal(out["mix_clean"], expected)
+    assert torch.equal(out["sources"], expected[:, None].expand(2, 2, 12) / 2)
+    assert collate_batch([item(8, 1.0)], pad_multiple=4)["mix"].shape == (1, 8)  # already on it
+    assert collate_batch([item(7, 1.0)])["mix"].shape == (1, 7)  # default: the longest item

@@ -76,10 +76,11 @@ def test_file_shorter_than_a_window_is_one_plain_forward(tmp_path: Path) -> None
     np.testing.assert_allclose(got, _forward(model, x), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize(("n_batch", "pad"), [(1, False), (3, False), (3, True)])
+@pytest.mark.parametrize(("n_batch", "pad"), [(1, False), (3, False), (3, True), (7, True)])
 def test_long_file_equals_independent_overlap_add(tmp_path: Path, n_batch: int, pad: bool) -> None:
-    """3 speakers (6 orders to choose from), 11 windows: 3 full batches, a short one (padded
-    with zero windows when ``pad``) and the last, shorter window."""
+    """3 speakers (6 orders to choose from), 11 windows: 10 full ones in batches of ``n_batch``
+    (the short batch, 1 of 3 or 3 of 7, filled with zero windows to a power of two when
+    ``pad``: 3 of 7 run as 4) and the last, shorter window."""
     torch.manual_seed(2)
     model = build_model(tiny_config(n_src=3)).eval()
     x = _write(tmp_path / "long.wav", 4.33)
@@ -93,6 +94,16 @@ def test_long_file_equals_independent_overlap_add(tmp_path: Path, n_batch: int, 
     got = _read(out)
     assert got.shape == ref.shape == (3, len(x))
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+
+
+def test_padded_batch_sizes_are_powers_of_two_up_to_the_batch() -> None:
+    assert [sep.padded_batch_size(n, 4) for n in range(1, 5)] == [1, 2, 4, 4]
+    assert [sep.padded_batch_size(n, 6) for n in range(1, 7)] == [1, 2, 4, 4, 6, 6]
+    assert sep.compiled_batch_sizes(4) == [1, 2, 4]
+    assert sep.compiled_batch_sizes(6) == [1, 2, 4, 6]
+    assert sep.compiled_batch_sizes(1) == [1]
+    with pytest.raises(ValueError, match="n_real"):
+        sep.padded_batch_size(5, 4)
 
 
 def test_best_permutation_stays_on_device_and_picks_the_first_of_ties() -> None:
@@ -115,7 +126,8 @@ def test_auto_batch_windows_keeps_to_the_budget() -> None:
 
 def test_cli_compile_equals_eager(tmp_path: Path, tiny_ckpt, monkeypatch) -> None:
     """``--compile`` (inductor on the CPU) gives the eager output; the compiled forward only
-    ever sees the one (batch, window) shape: the short batch is padded, the last window eager."""
+    sees full windows in batches of 3 and of 2 (the short batch of 2 stays 2: padded to a power
+    of two, at most 3), the last window runs eager."""
     inp = tmp_path / "talk.wav"
     _write(inp, 2.3)  # 0.5 s windows, hop 0.4 s: 5 full windows and a 0.3 s one
     real = sep.compile_forward
@@ -136,7 +148,7 @@ def test_cli_compile_equals_eager(tmp_path: Path, tiny_ckpt, monkeypatch) -> Non
     assert sep.main([*base, "--out", str(tmp_path / "eager")]) == 0
     assert seen == []
     assert sep.main([*base, "--out", str(tmp_path / "compiled"), "--compile"]) == 0
-    assert seen == [(3, 4000), (3, 4000)]
+    assert seen == [(3, 4000), (2, 4000)]
     names = [f"talk_s{k}.wav" for k in (1, 2)]
     eager = _read([tmp_path / "eager" / n for n in names])
     compiled = _read([tmp_path / "compiled" / n for n in names])

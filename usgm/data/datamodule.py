@@ -68,21 +68,27 @@ def _dist_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def collate_batch(items: Sequence[Item]) -> dict[str, Any]:
+def collate_batch(items: Sequence[Item], pad_multiple: int = 1) -> dict[str, Any]:
     """Right-pad items with zeros into the batch dict.
 
     Args:
         items: dicts with ``mix`` (T_i,), ``sources`` (C, T_i), ``mix_clean`` (T_i,), ``id``.
+        pad_multiple: the batch length ``T`` is rounded up to a multiple of this many samples.
+            Whole-utterance batches (``batch_seconds``) pass the bucket width: a batch then
+            ends at its bucket's edge, so an epoch has a few dozen distinct shapes instead of
+            one per batch, and the per-shape work (cuDNN's algorithm search, the caching
+            allocator's new blocks, compiled graphs) is done once per shape, not every step.
 
     Returns:
         ``{"mix": (B, T), "sources": (B, C, T), "mix_clean": (B, T), "lengths": (B,) int64,
-        "ids": list[str]}`` with ``T = max T_i``.
+        "ids": list[str]}`` with ``T = max T_i`` rounded up to ``pad_multiple``.
     """
     n_src = {it["sources"].shape[0] for it in items}
     if len(n_src) != 1:
         raise DataError(f"items of one batch have different source counts {sorted(n_src)}")
     lengths = torch.tensor([it["mix"].shape[-1] for it in items], dtype=torch.int64)
     b, c, t = len(items), n_src.pop(), int(lengths.max())
+    t = -(-t // max(1, pad_multiple)) * max(1, pad_multiple)
     mix = torch.zeros(b, t)
     sources = torch.zeros(b, c, t)
     mix_clean = torch.zeros(b, t)
@@ -492,8 +498,9 @@ class LibriMixDataModule(L.LightningDataModule):
             (:class:`~usgm.data.bucketing.BucketBatchSampler`), each batch's
             ``size × longest`` at most this many seconds. None: fixed ``batch_size``.
         bucket_width: width of a length bucket in seconds (``batch_seconds`` only): items of
-            one bucket are shuffled between epochs; wider buckets vary batches more but pad
-            up to this much per item.
+            one bucket are shuffled between epochs, and a batch is padded to its bucket's
+            upper edge (so batch lengths repeat); wider buckets vary batches more but pad up
+            to this much per item.
         eval_batch_size: dev/test batch size (whole utterances; 1 avoids padding).
         num_workers: DataLoader worker processes.
         speed_perturb: per-source 95/100/105 % speed perturbation in training.
@@ -702,6 +709,10 @@ class LibriMixDataModule(L.LightningDataModule):
                 num_replicas=world_size,
                 rank=rank,
                 seed=self.seed,
+            )
+            # Each batch ends at its bucket's edge (see collate_batch): few distinct shapes.
+            common["collate_fn"] = functools.partial(
+                collate_batch, pad_multiple=batches.bucket_width
             )
             # The sampler's elements are whole batches (lists of keys): batch_size=None hands
             # each list to the dataset as one index. Position counts batches (batch_size None).

@@ -18,8 +18,10 @@ bfloat16 (AMX/AVX512-BF16); it is meant for CUDA.
 On a GPU nothing waits for the device per window: windows go up through pinned memory, the
 speaker alignment, cross-fade and NaN check run on the device, and each batch's finished samples
 come back in one asynchronous copy that is written while the next batch is separated.
-``--compile`` compiles the network once for the fixed (batch, window) shape (a short last batch
-is filled with zero windows; the last, shorter window runs eagerly).
+``--compile`` compiles the network for fixed (batch, window) shapes: a short batch is filled with
+zero windows up to the next power of two (so a 60 s file's two windows run as two, not as a full
+batch of four), one graph per batch size, compiled on first use; the last, shorter window runs
+eagerly.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import itertools
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -234,9 +236,10 @@ def separate_in_windows(
 def compile_forward(model: nn.Module, precision: str = "32") -> Callable[[Tensor], Tensor]:
     """``torch.compile`` of the network's forward for one precision: (B, T') → est (B, C, T').
 
-    Static shapes (``dynamic=False``): :func:`separate_file` with ``pad_batches`` gives it one
-    shape, (batch windows, window), so it compiles once; :func:`model_separator` sends every other
-    shape (the file's last, shorter window) to the eager model instead of recompiling.
+    Static shapes (``dynamic=False``): :func:`separate_file` with ``pad_batches`` gives it full
+    windows in batches of :func:`padded_batch_size` (the sizes :func:`compiled_batch_sizes`
+    lists: a graph each, compiled on first use); :func:`model_separator` sends every other shape
+    (the file's last, shorter window) to the eager model instead of recompiling.
 
     Args:
         model: separator in eval mode, (B, T') → output with ``.est`` (B, C, T').
@@ -252,6 +255,23 @@ def compile_forward(model: nn.Module, precision: str = "32") -> Callable[[Tensor
             return model(y).est
 
     return torch.compile(forward, dynamic=False)
+
+
+def padded_batch_size(n_real: int, batch_windows: int) -> int:
+    """Batch size a batch of ``n_real`` full windows is padded to (``pad_batches``).
+
+    The next power of two, at most ``batch_windows``: a short file's windows cost at most
+    twice their own work (2 windows of a 60 s file run as 2, not as 4), and the compiled
+    forward needs only ``log2(batch_windows) + 2`` static graphs.
+    """
+    if not 1 <= n_real <= batch_windows:
+        raise ValueError(f"need 1 <= n_real <= batch_windows, got {n_real}, {batch_windows}")
+    return min(batch_windows, 1 << (n_real - 1).bit_length())
+
+
+def compiled_batch_sizes(batch_windows: int) -> list[int]:
+    """Every batch size :func:`padded_batch_size` gives (ascending), e.g. [1, 2, 4] for 4."""
+    return sorted({padded_batch_size(n, batch_windows) for n in range(1, batch_windows + 1)})
 
 
 @contextlib.contextmanager
@@ -274,7 +294,7 @@ def model_separator(
     device: torch.device | str = "cpu",
     precision: str = "32",
     compiled: Callable[[Tensor], Tensor] | None = None,
-    compiled_shape: tuple[int, int] | None = None,
+    compiled_shapes: Collection[tuple[int, int]] = (),
 ) -> Callable[[Tensor], Tensor]:
     """Wraps a separator as ``fn(x) -> estimates`` at the input rate.
 
@@ -292,8 +312,9 @@ def model_separator(
         device: where the model is.
         precision: ``"32"`` or ``"bf16"`` (autocast of the network to bfloat16).
         compiled: :func:`compile_forward` of ``model`` for ``precision``, used for the inputs of
-            ``compiled_shape``; every other shape runs the eager ``model`` (no recompilation).
-        compiled_shape: (B, n) input shape (at the input rate) that goes to ``compiled``.
+            ``compiled_shapes``; every other shape runs the eager ``model`` (no recompilation).
+        compiled_shapes: (B, n) input shapes (at the input rate) that go to ``compiled``: full
+            windows in each of :func:`compiled_batch_sizes`.
 
     Raises:
         ValueError: an unknown precision.
@@ -325,7 +346,7 @@ def model_separator(
         if resample:
             y = to_model(y)
         with _cudnn_benchmark(on_cuda):
-            if compiled is not None and tuple(x.shape) == compiled_shape:
+            if compiled is not None and tuple(x.shape) in compiled_shapes:
                 est = compiled(y)
             else:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -493,9 +514,10 @@ def separate_file(
         overlap_s: overlap of consecutive windows in seconds.
         subtype: soundfile subtype of the outputs (FLOAT keeps any level without clipping).
         batch_windows: windows per call of ``separate`` (≥ 1); memory holds this many windows.
-        pad_batches: fill a short batch of full-length windows with zero windows, so that every
-            call but the one for the last, shorter window has the shape (batch_windows, window)
-            (what a compiled forward needs so as not to recompile); the output is unchanged.
+        pad_batches: fill a short batch of full-length windows with zero windows up to
+            :func:`padded_batch_size` (the next power of two), so that every call but the one
+            for the last, shorter window has one of a few fixed shapes (what a compiled forward
+            needs so as not to recompile); the output is unchanged.
 
     Returns:
         The written files, s1 … sC.
@@ -558,10 +580,11 @@ def separate_file(
                     ests = separate(group[0][0])[None]  # keeps the (n,) → (C, n) contract
                 else:
                     batch = torch.stack([win for win, _ in group])  # (B, n)
-                    if pad_batches and n_real < batch_windows and batch.shape[-1] == window:
-                        # Zero windows fill the batch to its fixed shape; each window is
+                    if pad_batches and batch.shape[-1] == window:
+                        # Zero windows fill the batch to a fixed shape; each window is
                         # separated on its own, so they change nothing and are dropped.
-                        batch = torch.nn.functional.pad(batch, (0, 0, 0, batch_windows - n_real))
+                        fill = padded_batch_size(n_real, batch_windows) - n_real
+                        batch = torch.nn.functional.pad(batch, (0, 0, 0, fill))
                     ests = separate(batch)[:n_real]  # (B, C, n)
                 # Per-window checks and stitching stay on the outputs' device (no host sync);
                 # the group's finished samples then go to the host in one asynchronous copy.
@@ -684,9 +707,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the network for the fixed (windows per call, window) shape: a "
-        "one-off compilation (tens of seconds) for faster windows, worth it for long inputs; "
-        "the last, shorter window runs uncompiled (default off)",
+        help="torch.compile the network for fixed (windows per call, window) shapes (short "
+        "batches padded to a power of two): a one-off compilation (tens of seconds per batch "
+        "size) for faster windows, worth it for long inputs; the last, shorter window runs "
+        "uncompiled (default off)",
     )
     args = parser.parse_args(argv)
     prog = "usgm-separate"
@@ -717,16 +741,18 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out)
     model_rate = int(meta["sample_rate"])
     n_batch = args.batch_windows or default_batch_windows(device, args.window, model_rate)
-    # One compiled forward for all files: files of one rate share its one shape.
+    # One compiled forward for all files: files of one rate share its shapes.
     compiled = compile_forward(model, args.precision) if args.compile else None
+    sizes = compiled_batch_sizes(n_batch)
     failed = 0
     for f in files:
         info = infos[f]
         if info.channels > 1:
             print(f"{prog}: note: {f}: {info.channels} channels downmixed to mono", file=sys.stderr)
-        shape = (n_batch, max(1, round(args.window * info.samplerate)))
+        window = max(1, round(args.window * info.samplerate))
+        shapes = {(b, window) for b in sizes}
         fn = model_separator(
-            model, model_rate, info.samplerate, device, args.precision, compiled, shape
+            model, model_rate, info.samplerate, device, args.precision, compiled, shapes
         )
         try:
             written = separate_file(
