@@ -1,4 +1,4 @@
-"""Audio-seconds per second that the training DataModule delivers.
+r"""Audio-seconds per second that the training DataModule delivers.
 
 Builds :class:`usgm.data.datamodule.LibriMixDataModule` as training does (speed perturbation on,
 optionally dynamic mixing; fixed segments or whole utterances batched by duration), iterates its

@@ -1,4 +1,4 @@
-"""Training speed of usgm beside a SpeechBrain-built peer, and evidence that the fast path learns.
+r"""Training speed of usgm beside a SpeechBrain-built peer, and evidence that the fast path learns.
 
 Three modes, each writing JSON lines (one per measurement, appended as soon as it finishes) and
 a Markdown row to ``--out``:
@@ -46,7 +46,7 @@ Examples:
     python benchmarks/train_throughput.py --suite core --out results/
     python benchmarks/train_throughput.py --learn --steps 500 --out results/
     python benchmarks/train_throughput.py --impl usgm --method gm --batch 16 --seconds 4 \
-        --precision bf16-mixed --compile --accelerator gpu --out results/
+        --precision bf16-mixed --compile --out results/
     python benchmarks/train_throughput.py --method gm --batch-seconds 64 --seconds 4 \
         --compile --steps 20 --out results/          # whole utterances vs 16 x 4 s segments
     python benchmarks/train_throughput.py --smoke --batch-seconds 4   # the same, tiny, CPU
