@@ -262,7 +262,7 @@ def padded_batch_size(n_real: int, batch_windows: int) -> int:
 
     The next power of two, at most ``batch_windows``: a short file's windows cost at most
     twice their own work (2 windows of a 60 s file run as 2, not as 4), and the compiled
-    forward needs only ``log2(batch_windows) + 2`` static graphs.
+    forward needs at most ``floor(log2(batch_windows)) + 2`` static graphs (3 for 4: 1, 2, 4).
     """
     if not 1 <= n_real <= batch_windows:
         raise ValueError(f"need 1 <= n_real <= batch_windows, got {n_real}, {batch_windows}")
