@@ -452,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         "(if installed)",
     )
     args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.smoke:

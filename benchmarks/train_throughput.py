@@ -14,8 +14,8 @@ memory. Needs the ``bench`` extra for the peer.
 ``--batch-seconds S`` (whole utterances): batches as the DataModule builds them with
 ``data.segment=null data.batch_seconds=S``: the project's ``BucketBatchSampler`` (bucket width
 from ``conf/data/default.yaml``) over a corpus of 20,000 utterance lengths, items padded by
-``collate_batch`` to their bucket's edge (``--pad-to longest``: to the longest item, the
-former rule), ``lengths`` passed so the losses ignore the padding. The lengths are
+``collate_batch`` to their bucket's edge (``--pad-to longest``: to the longest item),
+``lengths`` passed so the losses ignore the padding. The lengths are
 LibriMix-like, not LibriMix's own (which is not read here): 3 s + 17 s × Beta(2, 2.25), so
 3–20 s, mean 11.0 s, mode about 10.3 s, drawn with a fixed seed. The first ``--warmup +
 --steps`` batches of the shuffled epoch are generated (random audio on the device). Reported:
@@ -77,7 +77,7 @@ from torch._dynamo.utils import counters
 from torch.utils.data import DataLoader, Dataset
 
 from usgm.data.bucketing import BucketBatchSampler
-from usgm.data.datamodule import ItemKey, collate_batch
+from usgm.data.datamodule import ItemKey, collate_batch, round_up
 from usgm.models.presets import TINY
 from usgm.training.module import COMPILE_MODES, SeparationModule
 
@@ -300,7 +300,7 @@ def _padding_frac(lengths: np.ndarray, batches: list[list[int]], multiple: int =
     """Share of padded samples in ``batches`` (each padded to its longest item, rounded up to
     ``multiple`` samples as ``collate_batch`` does)."""
     real = sum(int(lengths[b].sum()) for b in batches)
-    padded = sum(len(b) * (-(-int(lengths[b].max()) // multiple) * multiple) for b in batches)
+    padded = sum(len(b) * round_up(int(lengths[b].max()), multiple) for b in batches)
     return 1.0 - real / padded
 
 
@@ -343,7 +343,7 @@ def whole_batches(
     epoch = sampler.epoch_batches(0)
     shapes: dict[tuple[int, int], list[int]] = {}  # first batch of each shape, epoch order
     for b in epoch:
-        shapes.setdefault((len(b), -(-int(lengths[b].max()) // multiple) * multiple), b)
+        shapes.setdefault((len(b), round_up(int(lengths[b].max()), multiple)), b)
     shape_batches = (
         [to_dev(collate([data._item(i) for i in b])) for b in shapes.values()]
         if s.warm_shapes
@@ -502,25 +502,23 @@ def measure_whole_vs_segments(
     ``ratio_to_segments``: its real audio-s/s over the segment row's audio-s/s. Each row is
     emitted as soon as it is measured. ``segments=False`` measures the whole row alone.
     """
-    if not segments:
-        row = measure(replace(s, batch=0))
-        _emit(row, out)
-        return [row]
-    seg = replace(
-        s,
-        batch=max(1, round(s.batch_seconds / s.seconds)),
-        batch_seconds=None,
-        compile_dynamic=None,
-        warm_shapes=False,
-    )
-    seg_row = measure(seg)
-    _emit(seg_row, out)
+    rows: list[dict] = []
+    if segments:
+        seg = replace(
+            s,
+            batch=max(1, round(s.batch_seconds / s.seconds)),
+            batch_seconds=None,
+            compile_dynamic=None,
+            warm_shapes=False,
+        )
+        rows.append(measure(seg))
+        _emit(rows[0], out)
     row = measure(replace(s, batch=0))  # no fixed batch size: see mean_batch
-    if "audio_s_per_s" in row and "audio_s_per_s" in seg_row:
-        row["segments_audio_s_per_s"] = seg_row["audio_s_per_s"]
-        row["ratio_to_segments"] = row["audio_s_per_s"] / seg_row["audio_s_per_s"]
+    if rows and "audio_s_per_s" in row and "audio_s_per_s" in rows[0]:
+        row["segments_audio_s_per_s"] = rows[0]["audio_s_per_s"]
+        row["ratio_to_segments"] = row["audio_s_per_s"] / rows[0]["audio_s_per_s"]
     _emit(row, out)
-    return [seg_row, row]
+    return [*rows, row]
 
 
 def markdown_row(r: dict) -> str:

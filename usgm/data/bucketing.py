@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from usgm.data.datamodule import ItemKey, ResumableSampler
+from usgm.data.datamodule import ItemKey, ResumableSampler, round_up
 from usgm.data.errors import DataError
 
 
@@ -61,7 +61,7 @@ def bucket_batches(
         raise DataError(f"bucket_batches: max_samples={max_samples} and bucket_width="
                         f"{bucket_width} must be >= 1")  # fmt: skip
     tie = rng.permutation(len(lengths)) if rng is not None else np.arange(len(lengths))
-    rounded = -(-lengths // bucket_width) * bucket_width  # bucket ceiling ≥ the true length
+    rounded = round_up(lengths, bucket_width)  # bucket ceiling ≥ the true length
     order = np.lexsort((tie, rounded))  # last key is primary: by bucket, then the tie-break
     batches: list[list[int]] = []
     current: list[int] = []

@@ -68,6 +68,16 @@ def _dist_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def round_up(n: Any, multiple: int) -> Any:
+    """``n`` rounded up to a multiple of ``multiple`` (an int or an integer array, elementwise).
+
+    The bucket edge: :func:`~usgm.data.bucketing.bucket_batches` counts every item at this
+    length against the batch budget and :func:`collate_batch` pads a batch to it, so the two
+    must round alike.
+    """
+    return -(-n // multiple) * multiple
+
+
 def collate_batch(items: Sequence[Item], pad_multiple: int = 1) -> dict[str, Any]:
     """Right-pad items with zeros into the batch dict.
 
@@ -88,7 +98,7 @@ def collate_batch(items: Sequence[Item], pad_multiple: int = 1) -> dict[str, Any
         raise DataError(f"items of one batch have different source counts {sorted(n_src)}")
     lengths = torch.tensor([it["mix"].shape[-1] for it in items], dtype=torch.int64)
     b, c, t = len(items), n_src.pop(), int(lengths.max())
-    t = -(-t // max(1, pad_multiple)) * max(1, pad_multiple)
+    t = round_up(t, max(1, pad_multiple))
     mix = torch.zeros(b, t)
     sources = torch.zeros(b, c, t)
     mix_clean = torch.zeros(b, t)
