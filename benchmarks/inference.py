@@ -17,7 +17,10 @@ RTF = processing time / audio duration, from the median of ``--repeats`` timed r
 ``times_s``). The timed runs follow a warm-up call on each shape they will send to the network
 (full batches, the short last batch, the last shorter window), so one-off costs are not in the
 RTF; they are reported on their own as ``warmup_s`` (with ``--compile``: the compilation, once
-per precision and batch size and shared by the file lengths, plus the eager shapes).
+per precision and batch size and shared by the file lengths, plus the eager shapes). A usgm
+row's ``calls_s`` lists, per shape, ``[B, n, seconds]`` of one network call on its own (warm,
+synchronized, median of ``--repeats``): what the row's time spends in the network, the rest
+being reading, stitching, host copies and writing.
 Peak memory is the GPU's ``max_memory_allocated`` during the timed run (weights included), None on
 the CPU. A bf16 row carries the SI-SNR of its output against the fp32 output of the same
 implementation (``--precision 32 bf16`` both needed; the better speaker pairing is used).
@@ -42,6 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -174,6 +178,28 @@ def call_shapes(
     return shapes
 
 
+@dataclass
+class Timing:
+    """One implementation's measurement of one file at one precision.
+
+    Attributes:
+        times: seconds of each timed run.
+        peak_gib: peak GPU memory of the timed runs, None on the CPU.
+        est: outputs (C, T) of the last run.
+        warmup: seconds of the untimed warm-up (with ``--compile``: the compilation included).
+        calls: usgm only: per shape the file sends to the network, ``[B, n, seconds]`` for one
+            call on its own (warm, synchronized, median of the repeats), so that a row's time
+            splits into the network's calls and the rest (reading, stitching, host copies,
+            writing).
+    """
+
+    times: list[float]
+    peak_gib: float | None
+    est: np.ndarray
+    warmup: float
+    calls: list[list[float]] = field(default_factory=list)
+
+
 def run_usgm(
     model: nn.Module,
     sample_rate: int,
@@ -186,13 +212,13 @@ def run_usgm(
     overlap_s: float,
     compiled: Callable[[torch.Tensor], torch.Tensor] | None = None,
     repeats: int = 1,
-) -> tuple[list[float], float | None, np.ndarray, float]:
+) -> Timing:
     """Times ``separate_file`` on ``path`` (with ``compiled``: as ``usgm-separate --compile``).
 
     Returns:
-        (seconds of each of ``repeats`` timed runs, peak GPU GiB or None, outputs (C, T) of
-        the last run read back from ``out_dir``, warm-up seconds: the untimed calls on every
-        shape of the timed runs, compilation included).
+        The timed runs (``repeats`` of them), the outputs of the last one read back from
+        ``out_dir``, the warm-up (the untimed calls on every shape of the timed runs,
+        compilation included) and each shape's call on its own.
     """
     window = round(window_s * sample_rate)
     overlap = round(overlap_s * sample_rate)
@@ -208,6 +234,16 @@ def run_usgm(
         fn(torch.zeros(shape))
     _sync(device)
     warmup = time.perf_counter() - t0
+    calls = []
+    for shape in shapes:
+        x = torch.zeros(shape)
+        once = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn(x)
+            _sync(device)
+            once.append(time.perf_counter() - t0)
+        calls.append([*shape, float(np.median(once))])
     _reset_peak(device)
     times = []
     for _ in range(repeats):
@@ -229,7 +265,7 @@ def run_usgm(
     est = np.stack([sf.read(p, dtype="float32")[0] for p in written])
     for p in written:  # a 1 h run would otherwise leave 230 MB per precision behind
         p.unlink()
-    return times, peak, est, warmup
+    return Timing(times, peak, est, warmup, calls)
 
 
 def run_peer(
@@ -239,12 +275,8 @@ def run_peer(
     precision: str,
     peer: nn.Module,
     repeats: int = 1,
-) -> tuple[list[float], float | None, np.ndarray, float]:
-    """Times the peer on the whole file at once (read, forward, write), as SpeechBrain does.
-
-    Returns:
-        (seconds of each timed run, peak GPU GiB or None, outputs (C, T), warm-up seconds).
-    """
+) -> Timing:
+    """Times the peer on the whole file at once (read, forward, write), as SpeechBrain does."""
     use_bf16 = precision == "bf16"
 
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -268,7 +300,7 @@ def run_peer(
         times.append(time.perf_counter() - t0)
         for k in range(len(est)):
             (out_dir / f"peer_s{k + 1}.wav").unlink()
-    return times, _peak_gib(device), est, warmup
+    return Timing(times, _peak_gib(device), est, warmup)
 
 
 # ----------------------------------------------------------------------------- rows
@@ -338,8 +370,7 @@ def measure_file(
     with tempfile.TemporaryDirectory(prefix="usgm-inference-") as tmp:
         path = Path(tmp) / "mix.wav"
         write_mixture(path, seconds, sample_rate)
-        Result = tuple[list[float], float | None, np.ndarray, float]
-        impls: list[tuple[str, Callable[[str], Result]]] = [
+        impls: list[tuple[str, Callable[[str], Timing]]] = [
             (
                 "usgm",
                 lambda p: run_usgm(
@@ -380,7 +411,7 @@ def measure_file(
                     "compile": impl == "usgm" and compiled is not None,
                 }
                 try:
-                    times, peak, est, warmup = run(precision)
+                    timing = run(precision)
                 except Exception as err:
                     if not _is_oom(err):
                         raise
@@ -394,14 +425,18 @@ def measure_file(
                     # can the cache be handed back for the next row.
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
-                elapsed = float(np.median(times))
+                elapsed = float(np.median(timing.times))
                 row.update(
                     time_s=elapsed,
-                    times_s=times,
+                    times_s=timing.times,
                     rtf=elapsed / seconds,
-                    peak_mem_gib=peak,
-                    warmup_s=warmup,
+                    peak_mem_gib=timing.peak_gib,
+                    warmup_s=timing.warmup,
                 )
+                if timing.calls:
+                    row["calls_s"] = timing.calls
+                est = timing.est
+                del timing
                 if precision == "32":
                     fp32_est = est
                 elif fp32_est is not None:

@@ -111,6 +111,9 @@ def test_inference_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     rows = [json.loads(line) for line in (out / "inference.jsonl").read_text().splitlines()]
     assert [(r["impl"], r["precision"]) for r in rows] == [("usgm", "32"), ("usgm", "bf16")]
     assert all(r["rtf"] > 0 and r["batch_windows"] == 2 for r in rows)
+    # 2 s in 0.5 s windows, 0.1 s overlap, 2 per call: full batches, then the 0.4 s last window.
+    assert [c[:2] for c in rows[0]["calls_s"]] == [[2, 4000], [1, 3200]]
+    assert all(c[2] > 0 for r in rows for c in r["calls_s"])
     assert rows[1]["si_snr_vs_fp32_db"] > 20  # tiny model: ~35 dB
     md = (out / "inference.md").read_text().splitlines()
     assert len(md) == 2 and "| usgm | bf16 | 2 s | 2 |" in md[1]
