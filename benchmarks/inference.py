@@ -33,6 +33,7 @@ Examples:
     python benchmarks/inference.py --smoke --out results/            # tiny model, CPU, seconds
     python benchmarks/inference.py --seconds 60 3600 --precision 32 bf16 --out results/   # GPU
     python benchmarks/inference.py --no-peer --compile --seconds 60 3600 --out results/   # GPU
+    python benchmarks/inference.py --no-peer --compile --compile-tail --seconds 60 --out results/
     python benchmarks/inference.py --device cpu --threads 2 --seconds 10 --out results/   # CPU
 """
 
@@ -212,8 +213,12 @@ def run_usgm(
     overlap_s: float,
     compiled: Callable[[torch.Tensor], torch.Tensor] | None = None,
     repeats: int = 1,
+    compiled_tail: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Timing:
     """Times ``separate_file`` on ``path`` (with ``compiled``: as ``usgm-separate --compile``).
+
+    With ``compiled_tail`` as well (``--compile-tail``), the shapes that ``usgm-separate
+    --compile`` runs eager (the last, shorter window) go to it instead.
 
     Returns:
         The timed runs (``repeats`` of them), the outputs of the last one read back from
@@ -223,11 +228,20 @@ def run_usgm(
     window = round(window_s * sample_rate)
     overlap = round(overlap_s * sample_rate)
     pad = compiled is not None
-    shapes = {(b, window) for b in compiled_batch_sizes(batch_windows)}
-    fn = model_separator(model, sample_rate, sample_rate, device, precision, compiled, shapes)
+    static = {(b, window) for b in compiled_batch_sizes(batch_windows)}
+    shapes = call_shapes(sf.info(str(path)).frames, window, overlap, batch_windows, pad)
+    routed, routed_shapes = compiled, static
+    if compiled is not None and compiled_tail is not None:
+        static_graph, tail_graph = compiled, compiled_tail
+
+        def routed(y: torch.Tensor) -> torch.Tensor:
+            # The file is at the model's rate here, so y has the shape separate_file sent.
+            return (static_graph if tuple(y.shape) in static else tail_graph)(y)
+
+        routed_shapes = static | set(shapes)
+    fn = model_separator(model, sample_rate, sample_rate, device, precision, routed, routed_shapes)
     # Warm-up on each shape of the timed run, so that the CUDA context, cuDNN's benchmark,
     # kernel loading, the allocator and (--compile) the compilation are not counted in the RTF.
-    shapes = call_shapes(sf.info(str(path)).frames, window, overlap, batch_windows, pad)
     _sync(device)
     t0 = time.perf_counter()
     for shape in shapes:
@@ -331,7 +345,8 @@ def markdown_row(r: dict[str, Any]) -> str:
     precision = r["precision"]
     if r.get("compile"):
         warm = f", warm-up {r['warmup_s']:.0f} s" if r.get("warmup_s") is not None else ""
-        precision = f"{precision} compiled{warm}"
+        tail = " + tail (dynamic)" if r.get("compile_tail") else ""
+        precision = f"{precision} compiled{tail}{warm}"
     return (
         f"| {r['date'][:10]} | {r['device']} | {r['impl']} | {precision} | "
         f"{r['seconds']:g} s | {batch} | {rtf} | {mem} | {snr} |"
@@ -357,6 +372,7 @@ def measure_file(
     base: dict[str, Any],
     compiled: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     repeats: int = 1,
+    compiled_tail: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> list[dict[str, Any]]:
     """All rows of one file length: usgm per precision, then the peer per precision.
 
@@ -365,6 +381,8 @@ def measure_file(
             by the file lengths (one compilation per batch size each; the first file that sends
             a batch size pays for it in its warm-up).
         repeats: timed runs per row; the row's time is their median (all in ``times_s``).
+        compiled_tail: with ``--compile-tail``, ``compile_forward(..., dynamic=True)`` per
+            precision, for the shapes ``compiled`` does not take.
     """
     rows = []
     with tempfile.TemporaryDirectory(prefix="usgm-inference-") as tmp:
@@ -385,6 +403,7 @@ def measure_file(
                     overlap_s,
                     compiled[p] if compiled is not None else None,
                     repeats,
+                    compiled_tail[p] if compiled_tail is not None else None,
                 ),
             )
         ]
@@ -409,6 +428,7 @@ def measure_file(
                     "window_s": window_s if impl == "usgm" else None,
                     "overlap_s": overlap_s if impl == "usgm" else None,
                     "compile": impl == "usgm" and compiled is not None,
+                    "compile_tail": impl == "usgm" and compiled_tail is not None,
                 }
                 try:
                     timing = run(precision)
@@ -465,6 +485,12 @@ def main(argv: list[str] | None = None) -> int:
         help="usgm rows with the forward compiled for the (batch, window) shape, as "
         "usgm-separate --compile; the compilation is reported as warmup_s, not in the RTF",
     )
+    p.add_argument(
+        "--compile-tail",
+        action="store_true",
+        help="with --compile: the last, shorter window (which usgm-separate --compile runs "
+        "eager) through a second graph compiled with dynamic shapes",
+    )
     p.add_argument("--window", type=float, default=DEFAULT_WINDOW_S)
     p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP_S)
     p.add_argument("--size", choices=["tiny", "paper"], default="paper", help="random weights")
@@ -489,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.compile_tail and not args.compile:
+        p.error("--compile-tail needs --compile")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.smoke:
@@ -505,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     batch_windows = args.batch_windows or default_batch_windows(device, args.window, sample_rate)
     # One compiled forward per precision for all file lengths (they share the window shape).
     compiled = {q: compile_forward(model, q) for q in args.precision} if args.compile else None
+    compiled_tail = None
+    if args.compile_tail:
+        compiled_tail = {q: compile_forward(model, q, dynamic=True) for q in args.precision}
     peer_factory = None
     if not args.no_peer and importlib.util.find_spec("speechbrain") is not None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -544,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
             base,
             compiled,
             args.repeats,
+            compiled_tail,
         )
     if args.smoke and peer_factory is not None:
         # The paper-size peer takes ~10 s per audio second on 2 CPU cores: 0.25 s shows it runs.

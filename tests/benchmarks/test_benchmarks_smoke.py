@@ -188,3 +188,40 @@ def test_inference_warms_exactly_the_shapes_separate_file_sends(
                   pad_batches=pad)  # fmt: skip
     planned = bench.call_shapes(round(seconds * sr), 4000, 800, n_batch, pad)
     assert planned == sent
+
+
+def test_inference_compile_tail_routes_the_last_window_and_keeps_the_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--compile-tail``: full windows go to the static graph, the last, shorter window to the
+    dynamic one (inductor on the CPU), and the file's output equals the eager one."""
+    import numpy as np
+    import torch
+
+    from usgm.evaluation.separate import compile_forward
+    from usgm.models import build_model
+    from usgm.models.presets import tiny_config
+
+    bench = _load("inference.py", monkeypatch)
+    torch.manual_seed(0)
+    model = build_model(tiny_config(n_src=2)).eval()
+    path = tmp_path / "mix.wav"
+    # 0.5 s windows, hop 0.4 s: 5 full ones (batches of 2, 2, 1), then a 0.3 s one
+    bench.write_mixture(path, 2.3, 8000)
+    seen: dict[str, list[tuple[int, ...]]] = {"static": [], "tail": []}
+
+    def spy(name: str, graph):
+        def call(y: torch.Tensor) -> torch.Tensor:
+            seen[name].append(tuple(y.shape))
+            return graph(y)
+
+        return call
+
+    args = (model, 8000, path, tmp_path / "o", torch.device("cpu"), "32", 2, 0.5, 0.1)
+    eager = bench.run_usgm(*args)
+    static = spy("static", compile_forward(model))
+    tail = spy("tail", compile_forward(model, dynamic=True))
+    both = bench.run_usgm(*args, static, 1, tail)
+    assert set(seen["static"]) == {(2, 4000), (1, 4000)} and set(seen["tail"]) == {(1, 2400)}
+    assert [c[:2] for c in both.calls] == [[2, 4000], [1, 4000], [1, 2400]]
+    np.testing.assert_allclose(both.est, eager.est, atol=1e-5, rtol=0)

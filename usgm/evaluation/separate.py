@@ -233,7 +233,9 @@ def separate_in_windows(
 
 
 # ----------------------------------------------------------------------------- model wrapper
-def compile_forward(model: nn.Module, precision: str = "32") -> Callable[[Tensor], Tensor]:
+def compile_forward(
+    model: nn.Module, precision: str = "32", dynamic: bool = False
+) -> Callable[[Tensor], Tensor]:
     """``torch.compile`` of the network's forward for one precision: (B, T') → est (B, C, T').
 
     Static shapes (``dynamic=False``): :func:`separate_file` with ``pad_batches`` gives it full
@@ -241,9 +243,15 @@ def compile_forward(model: nn.Module, precision: str = "32") -> Callable[[Tensor
     lists: a graph each, compiled on first use); :func:`model_separator` sends every other shape
     (the file's last, shorter window) to the eager model instead of recompiling.
 
+    With ``dynamic=True`` the graph takes any (B, T') with symbolic sizes instead: a candidate
+    for the file's last, shorter window, whose length differs from file to file (on the CPU, 3–20
+    s of 8 kHz audio needed two graphs: one recompilation, at the first length that was not a
+    multiple of 8 samples).
+
     Args:
         model: separator in eval mode, (B, T') → output with ``.est`` (B, C, T').
         precision: ``"32"`` or ``"bf16"`` (the autocast is part of the compiled graph).
+        dynamic: compile with symbolic sizes instead of one static shape.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -254,7 +262,13 @@ def compile_forward(model: nn.Module, precision: str = "32") -> Callable[[Tensor
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16):
             return model(y).est
 
-    return torch.compile(forward, dynamic=False)
+    if dynamic:
+        # As for dynamic training graphs (SeparationModule): Inductor's Triton coalescing
+        # analysis does not handle symbolic sizes and asserts on the SE mask net.
+        import torch._inductor.config as inductor_config
+
+        inductor_config.triton.coalesce_tiling_analysis = False
+    return torch.compile(forward, dynamic=dynamic)
 
 
 def padded_batch_size(n_real: int, batch_windows: int) -> int:
