@@ -190,38 +190,58 @@ def test_inference_warms_exactly_the_shapes_separate_file_sends(
     assert planned == sent
 
 
+_COMPILE_TAIL_CHECK = """
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, sys.argv[1])
+import inference as bench
+from usgm.evaluation.separate import compile_forward
+from usgm.models import build_model
+from usgm.models.presets import tiny_config
+
+tmp = Path(sys.argv[2])
+torch.manual_seed(0)
+model = build_model(tiny_config(n_src=2)).eval()
+path = tmp / "mix.wav"
+# 0.5 s windows, hop 0.4 s: 5 full ones (batches of 2, 2, 1), then a 0.3 s one
+bench.write_mixture(path, 2.3, 8000)
+seen = {"static": [], "tail": []}
+
+
+def spy(name, graph):
+    def call(y):
+        seen[name].append(tuple(y.shape))
+        return graph(y)
+
+    return call
+
+
+args = (model, 8000, path, tmp / "o", torch.device("cpu"), "32", 2, 0.5, 0.1)
+eager = bench.run_usgm(*args)
+static = spy("static", compile_forward(model))
+tail = spy("tail", compile_forward(model, dynamic=True))
+both = bench.run_usgm(*args, static, 1, tail)
+assert set(seen["static"]) == {(2, 4000), (1, 4000)}, seen
+assert set(seen["tail"]) == {(1, 2400)}, seen
+assert [c[:2] for c in both.calls] == [[2, 4000], [1, 4000], [1, 2400]], both.calls
+np.testing.assert_allclose(both.est, eager.est, atol=1e-5, rtol=0)
+"""
+
+
 def test_inference_compile_tail_routes_the_last_window_and_keeps_the_output(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """``--compile-tail``: full windows go to the static graph, the last, shorter window to the
-    dynamic one (inductor on the CPU), and the file's output equals the eager one."""
-    import numpy as np
-    import torch
-
-    from usgm.evaluation.separate import compile_forward
-    from usgm.models import build_model
-    from usgm.models.presets import tiny_config
-
-    bench = _load("inference.py", monkeypatch)
-    torch.manual_seed(0)
-    model = build_model(tiny_config(n_src=2)).eval()
-    path = tmp_path / "mix.wav"
-    # 0.5 s windows, hop 0.4 s: 5 full ones (batches of 2, 2, 1), then a 0.3 s one
-    bench.write_mixture(path, 2.3, 8000)
-    seen: dict[str, list[tuple[int, ...]]] = {"static": [], "tail": []}
-
-    def spy(name: str, graph):
-        def call(y: torch.Tensor) -> torch.Tensor:
-            seen[name].append(tuple(y.shape))
-            return graph(y)
-
-        return call
-
-    args = (model, 8000, path, tmp_path / "o", torch.device("cpu"), "32", 2, 0.5, 0.1)
-    eager = bench.run_usgm(*args)
-    static = spy("static", compile_forward(model))
-    tail = spy("tail", compile_forward(model, dynamic=True))
-    both = bench.run_usgm(*args, static, 1, tail)
-    assert set(seen["static"]) == {(2, 4000), (1, 4000)} and set(seen["tail"]) == {(1, 2400)}
-    assert [c[:2] for c in both.calls] == [[2, 4000], [1, 4000], [1, 2400]]
-    np.testing.assert_allclose(both.est, eager.est, atol=1e-5, rtol=0)
+    dynamic one (inductor on the CPU), and the file's output equals the eager one. In a
+    subprocess: compiling here would leave this process unable to fork for the DDP tests."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _COMPILE_TAIL_CHECK, str(BENCH), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
