@@ -230,16 +230,16 @@ def run_usgm(
     pad = compiled is not None
     static = {(b, window) for b in compiled_batch_sizes(batch_windows)}
     shapes = call_shapes(sf.info(str(path)).frames, window, overlap, batch_windows, pad)
-    routed, routed_shapes = compiled, static
+    graph, graph_shapes = compiled, static
     if compiled is not None and compiled_tail is not None:
         static_graph, tail_graph = compiled, compiled_tail
 
-        def routed(y: torch.Tensor) -> torch.Tensor:
+        def graph(y: torch.Tensor) -> torch.Tensor:
             # The file is at the model's rate here, so y has the shape separate_file sent.
             return (static_graph if tuple(y.shape) in static else tail_graph)(y)
 
-        routed_shapes = static | set(shapes)
-    fn = model_separator(model, sample_rate, sample_rate, device, precision, routed, routed_shapes)
+        graph_shapes = static | set(shapes)  # every shape goes to a graph
+    fn = model_separator(model, sample_rate, sample_rate, device, precision, graph, graph_shapes)
     # Warm-up on each shape of the timed run, so that the CUDA context, cuDNN's benchmark,
     # kernel loading, the allocator and (--compile) the compilation are not counted in the RTF.
     _sync(device)

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from usgm.data.librimix import FLOAT_SUBTYPES, sample_problem, scan_samples
 from usgm.evaluation.export import ModelFileError, create_temp, load_model
+from usgm.models.compile import allow_symbolic_sizes
 
 DEFAULT_WINDOW_S = 30.0
 DEFAULT_OVERLAP_S = 3.0
@@ -263,11 +264,7 @@ def compile_forward(
             return model(y).est
 
     if dynamic:
-        # As for dynamic training graphs (SeparationModule): Inductor's Triton coalescing
-        # analysis does not handle symbolic sizes and asserts on the SE mask net.
-        import torch._inductor.config as inductor_config
-
-        inductor_config.triton.coalesce_tiling_analysis = False
+        allow_symbolic_sizes()
     return torch.compile(forward, dynamic=dynamic)
 
 

@@ -45,6 +45,7 @@ from torch import Tensor
 from usgm.gm import Combiner, build_combiner
 from usgm.losses import pit_si_snr, se_loss, si_snr, ss_loss_terms
 from usgm.models import build_model
+from usgm.models.compile import allow_symbolic_sizes
 from usgm.models.encoder import n_frames
 from usgm.training import optim
 
@@ -220,13 +221,7 @@ class SeparationModule(pl.LightningModule):
             # nets themselves are shape-uniform (DualPathMaskNet has no branch on L modulo the
             # hop once compiled), so a symbolic L needs no further recompiles.
             if self.hparams.get("compile_dynamic"):
-                # Inductor's coalescing analysis for Triton tiling does not handle symbolic
-                # sizes (its config says so) and asserts in `get_pw_red_splits` on this
-                # model's SE mask net with dynamic shapes (seen on an H200, torch 2.11): turn
-                # it off for the process, as `donated_buffer` above. CPU code is unaffected.
-                import torch._inductor.config as inductor_config
-
-                inductor_config.triton.coalesce_tiling_analysis = False
+                allow_symbolic_sizes()  # process-wide, as `donated_buffer` above
             kwargs: dict[str, Any] = {"dynamic": self.hparams.get("compile_dynamic")}
             if self.hparams.get("compile_mode") is not None:
                 kwargs["mode"] = self.hparams["compile_mode"]
